@@ -1,0 +1,202 @@
+"""The checkpoint directory format, the one way models are stored.
+
+    config.json             {"format": "gpt-workbench", "format_version": 1, "model": {GPTConfig}}
+    model.safetensors       weights (the tied LM head is stored once, as transformer.wte.weight)
+    tokenizer_config.json   {"kind": "gpt2"} or {"kind": "bpe"} (+ tokenizer.json for "bpe")
+    README.md               optional model card
+
+Nothing here unpickles: weights are safetensors, everything else JSON. Every problem raises a
+CheckpointError naming the file and what is wrong. Writes are atomic (see fileio.py).
+
+A training run directory holds checkpoints under <run>/checkpoints/step-<N>/ (and
+<run>/checkpoints/best/); find_checkpoint() resolves a run directory to its latest one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import GPTConfig
+from .fileio import atomic_directory, atomic_write_text
+from .model import GPT
+from .tokenizer import BPETokenizer, GPT2Tokenizer, Tokenizer
+
+FORMAT = "gpt-workbench"
+FORMAT_VERSION = 1
+TIED_KEY = "lm_head.weight"
+
+
+class CheckpointError(Exception):
+    """A checkpoint file is missing, unreadable, or does not match the model it describes."""
+
+
+@dataclass
+class Checkpoint:
+    model: GPT
+    tokenizer: Tokenizer
+    path: Path
+    card: str = ""
+
+    @property
+    def config(self) -> GPTConfig:
+        return self.model.config
+
+
+def is_checkpoint(path: Path | str) -> bool:
+    cfg = Path(path) / "config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        return json.loads(cfg.read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+_STEP = re.compile(r"^step-(\d+)$")
+
+
+def list_checkpoints(run_dir: Path | str) -> list[tuple[int, Path]]:
+    """(step, path) of the complete step checkpoints in a run directory, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    found = []
+    if root.is_dir():
+        for child in root.iterdir():
+            m = _STEP.match(child.name)
+            if m and is_checkpoint(child):
+                found.append((int(m.group(1)), child))
+    return sorted(found)
+
+
+def find_checkpoint(path: Path | str) -> Path:
+    """A checkpoint directory itself, or the latest complete checkpoint of a run directory."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
+    if is_checkpoint(path):
+        return path
+    found = list_checkpoints(path)
+    if found:
+        return found[-1][1]
+    if (path / "config.json").is_file():
+        raise CheckpointError(f"{path / 'config.json'}: not a {FORMAT} checkpoint config "
+                              "(a transformers folder is loaded through engine.hub)")
+    raise CheckpointError(f"{path}: not a checkpoint directory (no config.json) and not a "
+                          "training run with complete checkpoints")
+
+
+def save_checkpoint(path: Path | str, model: GPT, tokenizer: Tokenizer, card: str | None = None,
+                    extra_files: dict[str, bytes] | None = None) -> Path:
+    """Write a checkpoint directory atomically. extra_files: name -> bytes (e.g. trainer state)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    with atomic_directory(path) as tmp:
+        config = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                  "model": model.config.to_dict()}
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
+                 if k != TIED_KEY}
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        tokenizer.save(tmp)
+        if card:
+            (tmp / "README.md").write_text(card, encoding="utf-8")
+        for name, data in (extra_files or {}).items():
+            (tmp / name).write_bytes(data)
+    return path
+
+
+def read_config(path: Path) -> GPTConfig:
+    file = path / "config.json"
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing (is {path} a checkpoint directory?)")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{file}: not valid JSON ({e})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{file}: not a {FORMAT} checkpoint config")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{file}: format_version {data.get('format_version')!r} is not "
+                              f"supported (this engine reads version {FORMAT_VERSION})")
+    try:
+        return GPTConfig.from_dict(data.get("model") or {})
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{file}: invalid model config: {e}") from None
+
+
+def read_tokenizer(path: Path) -> Tokenizer:
+    file = path / "tokenizer_config.json"
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing")
+    try:
+        kind = json.loads(file.read_text(encoding="utf-8")).get("kind")
+    except (UnicodeDecodeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{file}: not valid JSON ({e})") from None
+    if kind == "gpt2":
+        return GPT2Tokenizer()
+    if kind == "bpe":
+        tok_file = path / "tokenizer.json"
+        if not tok_file.is_file():
+            raise CheckpointError(f"{tok_file}: missing (tokenizer_config.json says kind 'bpe')")
+        try:
+            return BPETokenizer.from_file(tok_file)
+        except Exception as e:  # the tokenizers library raises its own Exception type
+            raise CheckpointError(f"{tok_file}: cannot be read as a tokenizer ({e})") from None
+    raise CheckpointError(f"{file}: unknown tokenizer kind {kind!r} (expected 'gpt2' or 'bpe')")
+
+
+def read_weights(file: Path, model: GPT) -> None:
+    """Load safetensors weights into model, checking every name and shape."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing")
+    try:
+        state = load_file(str(file))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{file}: cannot be read, truncated or corrupt? ({e})") from None
+    expected = {k: v for k, v in model.state_dict().items() if k != TIED_KEY}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected) - {TIED_KEY})
+    if missing:
+        raise CheckpointError(f"{file}: missing tensors {', '.join(missing[:5])}"
+                              + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    if unexpected:
+        raise CheckpointError(f"{file}: unexpected tensors {', '.join(unexpected[:5])}"
+                              " (does config.json match these weights?)")
+    for name, tensor in expected.items():
+        if tuple(state[name].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{file}: tensor {name} has shape {tuple(state[name].shape)}, config.json "
+                f"implies {tuple(tensor.shape)}")
+        if not torch.isfinite(state[name]).all():
+            raise CheckpointError(f"{file}: tensor {name} contains NaN or infinity")
+    state.pop(TIED_KEY, None)
+    model.load_state_dict(state, strict=False)  # lm_head.weight is tied to wte
+
+
+def load_checkpoint(path: Path | str, device: str | torch.device = "cpu",
+                    dtype: torch.dtype | None = None) -> Checkpoint:
+    """Load a checkpoint directory (or a run directory's latest checkpoint)."""
+    path = find_checkpoint(path)
+    config = read_config(path)
+    tokenizer = read_tokenizer(path)
+    if tokenizer.vocab_size > config.vocab_size:
+        raise CheckpointError(
+            f"{path / 'tokenizer_config.json'}: tokenizer has {tokenizer.vocab_size} tokens but "
+            f"config.json says vocab_size {config.vocab_size}")
+    with torch.device("meta"):
+        model = GPT(config)
+    model = model.to_empty(device="cpu")
+    model.lm_head.weight = model.transformer.wte.weight
+    read_weights(path / "model.safetensors", model)
+    model.to(device=device, dtype=dtype).eval()
+    card_file = path / "README.md"
+    card = card_file.read_text(encoding="utf-8", errors="replace") if card_file.is_file() else ""
+    return Checkpoint(model=model, tokenizer=tokenizer, path=path, card=card)

@@ -1,0 +1,192 @@
+"""Streaming generation: prefill the prompt once, then decode one token at a time from a KV cache.
+
+`stream()` returns a TextStream: iterate it for text deltas; when it ends, `.stats` says how
+many tokens, how fast, and why it stopped. Deltas never split a multi-byte UTF-8 character
+(token bytes go through an incremental decoder), stop strings are never emitted (text that could
+be the start of one is held back until it is decided), and a cancel event is checked between
+tokens.
+
+Context window: GPT-2 has learned absolute positions, so a sequence cannot grow past
+block_size. A prompt too long to leave room for the output keeps its most recent tokens; when the
+cache fills during decoding, the most recent half of the window is re-encoded and decoding goes
+on from there. Both are reported in `stats.notices`, never silent.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from .model import GPT, KVCache
+from .sampling import Sampler, SamplingParams
+from .tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    prefill_s: float = 0.0
+    elapsed_s: float = 0.0
+    finish_reason: str = ""  # "eos" | "stop" | "length" | "cancelled"
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float:
+        decode_s = self.elapsed_s - self.prefill_s
+        return self.new_tokens / decode_s if decode_s > 0 else 0.0
+
+
+class TextStream:
+    """Iterator of text deltas for one generation; `.stats` is filled as it runs."""
+
+    def __init__(self, model: GPT, tokenizer: Tokenizer, prompt_ids: Sequence[int],
+                 params: SamplingParams, cancel: threading.Event | Callable[[], bool] | None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.prompt_ids = list(prompt_ids)
+        self.params = params
+        self.cancel = cancel
+        self.stats = GenerationStats(prompt_tokens=len(self.prompt_ids))
+        self.token_ids: list[int] = []  # the generated tokens (stop strings may cut the text)
+        self._iter = self._run()
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._iter)
+
+    def text(self) -> str:
+        """Run to the end and return the whole text."""
+        return "".join(self)
+
+    def _cancelled(self) -> bool:
+        c = self.cancel
+        if c is None:
+            return False
+        return c.is_set() if isinstance(c, threading.Event) else bool(c())
+
+    def _run(self) -> Iterator[str]:
+        model, params, stats = self.model, self.params, self.stats
+        block = model.config.block_size
+        param = next(model.parameters())
+        device = param.device
+        t0 = time.perf_counter()
+
+        ids = self.prompt_ids or [self.tokenizer.eot_id]  # empty prompt: start of a document
+        # Keep room for the output (up to half the window) so a long prompt does not force a
+        # re-encode after every token.
+        room = min(params.max_new_tokens, block // 2)
+        if len(ids) > block - room:
+            keep = block - room
+            stats.notices.append(
+                f"The prompt has {len(ids)} tokens; kept the last {keep} to fit the model's "
+                f"{block}-token context window.")
+            log.warning(stats.notices[-1])
+            ids = ids[-keep:]
+
+        context = torch.tensor(ids, dtype=torch.long, device=device)  # tokens now in the cache
+        cache = KVCache(model.config, 1, block, device, param.dtype)
+        sampler = Sampler(params, device)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        window = params.repetition_window
+        pending = ""  # decoded text not yet emitted (it may be the start of a stop string)
+        max_stop = max((len(s) for s in params.stop), default=0)
+
+        with torch.inference_mode():
+            logits = model(context.view(1, -1), cache=cache, last_only=True)[0][0, -1]
+        stats.prefill_s = time.perf_counter() - t0
+        stats.finish_reason = "length"
+        for _ in range(params.max_new_tokens):
+            if self._cancelled():
+                stats.finish_reason = "cancelled"
+                break
+            history = context[-window:] if window else context
+            with torch.inference_mode():
+                token = sampler(logits, history)
+            if token == self.tokenizer.eot_id:
+                stats.finish_reason = "eos"
+                break
+            self.token_ids.append(token)
+            stats.new_tokens += 1
+            pending += decoder.decode(self.tokenizer.token_bytes(token))
+            if params.stop:
+                hit = _find_stop(pending, params.stop)
+                if hit is not None:
+                    pending = pending[:hit]
+                    stats.finish_reason = "stop"
+                    break
+                emit = _safe_prefix(pending, params.stop, max_stop)
+            else:
+                emit = len(pending)
+            if emit:
+                stats.elapsed_s = time.perf_counter() - t0
+                yield pending[:emit]
+                pending = pending[emit:]
+            if stats.new_tokens == params.max_new_tokens:
+                break  # skip the forward pass for a token we would not use
+            with torch.inference_mode():
+                context = torch.cat([context, context.new_tensor([token])])
+                if cache.pos >= block:
+                    # Window full: re-encode the most recent half and continue from there.
+                    context = context[-(block // 2):]
+                    cache.reset()
+                    stats.notices.append(
+                        f"Reached the {block}-token context window; continuing from the last "
+                        f"{context.numel()} tokens.")
+                    log.info(stats.notices[-1])
+                    logits = model(context.view(1, -1), cache=cache, last_only=True)[0][0, -1]
+                else:
+                    logits = model(context[-1:].view(1, 1), cache=cache, last_only=True)[0][0, -1]
+        if stats.finish_reason != "stop":
+            pending += decoder.decode(b"", final=True)
+        stats.elapsed_s = time.perf_counter() - t0
+        if pending:
+            yield pending
+
+
+def _find_stop(text: str, stops: Sequence[str]) -> int | None:
+    """Index of the earliest stop string in text, or None."""
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(found) if found else None
+
+
+def _safe_prefix(text: str, stops: Sequence[str], max_stop: int) -> int:
+    """How much of text can be emitted: all but a tail that could begin a stop string."""
+    for start in range(max(0, len(text) - max_stop + 1), len(text)):
+        tail = text[start:]
+        if any(s.startswith(tail) for s in stops):
+            return start
+    return len(text)
+
+
+def stream(model: GPT, tokenizer: Tokenizer, prompt: str | Sequence[int],
+           params: SamplingParams | None = None,
+           cancel: threading.Event | Callable[[], bool] | None = None) -> TextStream:
+    """Stream the continuation of `prompt` (text, or token ids) as text deltas."""
+    params = params or SamplingParams()
+    if isinstance(prompt, str):
+        ids = tokenizer.encode(prompt)
+    else:
+        ids = [int(i) for i in prompt]
+        bad = [i for i in ids if not 0 <= i < model.config.vocab_size]
+        if bad:
+            raise ValueError(f"prompt token id {bad[0]} is outside the vocabulary (0..{model.config.vocab_size - 1})")
+    if model.training:
+        model.eval()
+    return TextStream(model, tokenizer, ids, params, cancel)
+
+
+def generate(model: GPT, tokenizer: Tokenizer, prompt: str | Sequence[int],
+             params: SamplingParams | None = None) -> str:
+    """The whole continuation as one string."""
+    return stream(model, tokenizer, prompt, params).text()

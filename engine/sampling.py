@@ -1,0 +1,237 @@
+"""Sampling: validated parameters and logits processors applied in a fixed, documented order.
+
+Order (the same as transformers' generate()): repetition penalty, temperature, top-k, top-p,
+then a draw from the softmax (or argmax when temperature is 0). Each processor is a small object
+with one job that maps (logits, recent token ids) -> logits, so the sampling explorer can show
+the distribution after every stage. All of them keep at least one token.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Sequence
+
+import torch
+
+NEG_INF = float("-inf")
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.8  # 0 = greedy (argmax)
+    top_k: int = 50  # 0 = off
+    top_p: float = 1.0  # 1.0 = off
+    repetition_penalty: float = 1.0  # 1.0 = off; CTRL rule
+    repetition_window: int = 1024  # how many recent tokens the penalty looks at; 0 = all
+    max_new_tokens: int = 128
+    seed: int | None = None  # same seed, same text
+    stop: tuple[str, ...] = ()  # generation ends before any of these strings; not emitted
+
+    def __post_init__(self) -> None:
+        # Coerce list -> tuple so the dataclass stays hashable and immutable.
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        elif isinstance(self.stop, (list, tuple)):
+            object.__setattr__(self, "stop", tuple(self.stop))
+        self.validate()
+
+    def validate(self) -> None:
+        _number("temperature", self.temperature)
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 means greedy), got {self.temperature}")
+        _integer("top_k", self.top_k)
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 means off), got {self.top_k}")
+        _number("top_p", self.top_p)
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        _number("repetition_penalty", self.repetition_penalty)
+        if self.repetition_penalty <= 0:
+            raise ValueError(
+                f"repetition_penalty must be > 0 (1.0 means off), got {self.repetition_penalty}")
+        _integer("repetition_window", self.repetition_window)
+        if self.repetition_window < 0:
+            raise ValueError(f"repetition_window must be >= 0 (0 means all tokens), got {self.repetition_window}")
+        _integer("max_new_tokens", self.max_new_tokens)
+        if not 1 <= self.max_new_tokens <= 100_000:
+            raise ValueError(f"max_new_tokens must be between 1 and 100000, got {self.max_new_tokens}")
+        if self.seed is not None:
+            _integer("seed", self.seed)
+            if not 0 <= self.seed < 2**63:
+                raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
+        for s in self.stop:
+            if not isinstance(s, str) or not s:
+                raise ValueError(f"stop strings must be non-empty strings, got {s!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SamplingParams":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown sampling parameter(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def replace(self, **changes) -> "SamplingParams":
+        return replace(self, **changes)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def _number(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+def _integer(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Processors. Each takes logits of shape (V,) or (B, V) and the token ids the penalty may see.
+
+
+class RepetitionPenalty:
+    """CTRL (Keskar et al. 2019): divide positive logits of seen tokens, multiply negative ones."""
+
+    def __init__(self, penalty: float, window: int = 0) -> None:
+        self.penalty = penalty
+        self.window = window
+
+    def __call__(self, logits: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        if self.penalty == 1.0 or history.numel() == 0:
+            return logits
+        if self.window:
+            history = history[..., -self.window:]
+        seen = torch.gather(logits, -1, history)
+        seen = torch.where(seen < 0, seen * self.penalty, seen / self.penalty)
+        return logits.scatter(-1, history, seen)
+
+
+class Temperature:
+    def __init__(self, temperature: float) -> None:
+        self.temperature = temperature
+
+    def __call__(self, logits: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        if self.temperature in (0.0, 1.0):
+            return logits
+        scaled = logits / self.temperature
+        if torch.isposinf(scaled).any():
+            # A tiny temperature overflowed the top logits to +inf (softmax would give NaN).
+            # Shift by the max first: the same distribution, and the others go to -inf instead.
+            scaled = (logits - logits.max(dim=-1, keepdim=True).values) / self.temperature
+        return scaled
+
+
+class TopK:
+    """Keep the k highest logits (and any that tie with the k-th, as transformers does)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def __call__(self, logits: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        if self.k <= 0 or self.k >= logits.size(-1):
+            return logits
+        kth = torch.topk(logits, self.k, dim=-1).values[..., -1:]
+        return logits.masked_fill(logits < kth, NEG_INF)
+
+
+class TopP:
+    """Nucleus sampling: keep the smallest set of top tokens whose probability reaches p."""
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def __call__(self, logits: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        if self.p >= 1.0:
+            return logits
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=False)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        remove = cumulative <= (1 - self.p)
+        remove[..., -1:] = False  # always keep the most likely token
+        remove = remove.scatter(-1, order, remove)
+        return logits.masked_fill(remove, NEG_INF)
+
+
+def processors(params: SamplingParams) -> list[tuple[str, object]]:
+    """The processors for these parameters, named, in the order they are applied."""
+    return [
+        ("repetition penalty", RepetitionPenalty(params.repetition_penalty, params.repetition_window)),
+        ("temperature", Temperature(params.temperature)),
+        ("top-k", TopK(params.top_k)),
+        ("top-p", TopP(params.top_p)),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Drawing the next token.
+
+
+class Sampler:
+    """Picks next tokens for one generation: the processors plus a seeded random generator."""
+
+    def __init__(self, params: SamplingParams, device: torch.device | str = "cpu") -> None:
+        self.params = params
+        self.penalty = RepetitionPenalty(params.repetition_penalty, params.repetition_window)
+        self.generator = torch.Generator(device=device)
+        seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
+        self.generator.manual_seed(seed)
+
+    def __call__(self, logits: torch.Tensor, history: torch.Tensor) -> int:
+        """logits: (V,) for the next position; history: 1-D tensor of token ids in context."""
+        p = self.params
+        logits = self.penalty(logits.float(), history)
+        if p.greedy:
+            return int(torch.argmax(logits))
+        logits = Temperature(p.temperature)(logits, history)
+        if 0 < p.top_k < logits.size(-1):
+            # Fast path: after top-k only k candidates remain, so do top-p and the draw on those
+            # k values instead of sorting the whole vocabulary. Identical results, unless more
+            # than k logits tie at the k-th value: then fall back to the full-vocabulary path.
+            values, indices = torch.topk(logits, p.top_k)
+            if int((logits >= values[-1]).sum()) == p.top_k:
+                values = TopP(p.top_p)(values, history)
+                choice = torch.multinomial(values.softmax(-1), 1, generator=self.generator)
+                return int(indices[choice])
+        logits = TopP(p.top_p)(TopK(p.top_k)(logits, history), history)
+        return int(torch.multinomial(logits.softmax(-1), 1, generator=self.generator))
+
+
+def explain(logits: torch.Tensor, history: Sequence[int] | torch.Tensor, params: SamplingParams,
+            top: int = 10) -> dict:
+    """What each processor does to the next-token distribution (for the sampling explorer).
+
+    Returns {"token_ids": [...], "stages": [{"name": ..., "probs": [...]}, ...]} for the `top`
+    most likely tokens of the raw distribution plus any that the final distribution favours;
+    probabilities are after each stage (temperature 0 shows the greedy choice as 1.0).
+    """
+    if not isinstance(top, int) or top < 1:
+        raise ValueError(f"top must be a positive integer, got {top!r}")
+    logits = logits.detach().float().reshape(-1)
+    history = torch.as_tensor(list(history) if not torch.is_tensor(history) else history,
+                              dtype=torch.long).reshape(-1)
+    stages = [("raw", logits)]
+    current = logits
+    for name, proc in processors(params):
+        if params.greedy and name != "repetition penalty":
+            continue
+        current = proc(current, history)
+        stages.append((name, current))
+    if params.greedy:
+        greedy = torch.full_like(current, NEG_INF)
+        greedy[int(torch.argmax(current))] = 0.0
+        stages.append(("greedy", greedy))
+    probs = [(name, torch.softmax(l, dim=-1)) for name, l in stages]
+    final = probs[-1][1]
+    ids = torch.topk(probs[0][1], min(top, logits.numel())).indices.tolist()
+    for i in torch.topk(final, min(top, logits.numel())).indices.tolist():
+        if i not in ids and float(final[i]) > 0:
+            ids.append(i)
+    return {
+        "token_ids": ids,
+        "stages": [{"name": name, "probs": [float(p[i]) for i in ids]} for name, p in probs],
+    }
