@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Set up (or update) the project's virtual environment in .venv.
+#   scripts/setup.sh         what the apps need
+#   scripts/setup.sh --dev   plus what the tests need (transformers, pytest, selenium) and, on a
+#                            Debian/Ubuntu machine as root, Chromium for the browser tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+[[ "${1:-}" == "--dev" ]] && dev=1
+
+PYTHON="${PYTHON:-python3}"
+if [[ ! -x .venv/bin/python ]]; then
+  "$PYTHON" -m venv .venv
+fi
+py=.venv/bin/python
+"$py" -m pip install --quiet --upgrade pip
+
+# PyTorch first and pinned: left to the resolver, a bare `torch` may pull a different (multi-GB
+# CUDA) build. Set TORCH_SPEC to choose another build, e.g. TORCH_SPEC="torch==2.13.0+cu126".
+if ! "$py" -c "import torch" 2>/dev/null; then
+  "$py" -m pip install --quiet "${TORCH_SPEC:-torch==2.13.0}"
+fi
+
+if [[ $dev == 1 ]]; then
+  "$py" -m pip install --quiet -r requirements-dev.txt
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+      echo "installing Debian's chromium and chromium-driver for the browser tests"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+      echo "note: chromium/chromedriver not found; the browser tests will fail until they are" \
+           "installed (Debian/Ubuntu: apt-get install chromium chromium-driver)" >&2
+    fi
+  fi
+else
+  "$py" -m pip install --quiet -r requirements.txt
+fi
+echo "environment ready: .venv ($("$py" -c 'import torch; print("torch", torch.__version__)'))"
