@@ -46,6 +46,10 @@ class Tokenizer:
         """Write what load_tokenizer needs into a checkpoint directory."""
         raise NotImplementedError
 
+    def to_hf(self):
+        """The same tokenizer as a `tokenizers.Tokenizer` (for exporting a transformers folder)."""
+        raise NotImplementedError
+
 
 class GPT2Tokenizer(Tokenizer):
     kind = "gpt2"
@@ -68,17 +72,71 @@ class GPT2Tokenizer(Tokenizer):
         # The vocabulary is the vendored one; the checkpoint only records which tokenizer it uses.
         _write_json(Path(directory) / "tokenizer_config.json", {"kind": self.kind})
 
+    def to_hf(self):
+        """GPT-2's tokenizer.json, rebuilt from the vendored ranks (see gpt2_vocab_and_merges)."""
+        from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models, \
+            pre_tokenizers, processors
+
+        vocab, merges = gpt2_vocab_and_merges()
+        tok = HFTokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+        tok.add_special_tokens([AddedToken(EOT, special=True, normalized=False)])
+        return tok
+
 
 @functools.lru_cache(maxsize=1)
-def _gpt2_encoding():
-    import tiktoken
-
+def _gpt2_ranks() -> dict[bytes, int]:
     ranks: dict[bytes, int] = {}
     with open(GPT2_VOCAB_FILE, "rb") as f:
         for line in f:
             if line.strip():
                 token, rank = line.split()
                 ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
+@functools.lru_cache(maxsize=1)
+def gpt2_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """GPT-2's vocab.json and merges.txt contents, recovered from the tiktoken ranks.
+
+    tiktoken only stores each token's rank; in GPT-2 a token's rank is 256 + the index of the
+    merge that created it. Running BPE on a token's bytes with only the merges ranked below it
+    stops at exactly two parts: that pair is its merge. Tokens are spelled with the byte-to-
+    unicode map that vocab.json uses (a space is "Ġ").
+    """
+    ranks = _gpt2_ranks()
+    spell = {b: ch for ch, b in _byte_decoder().items()}
+    text = lambda bs: "".join(spell[b] for b in bs)  # noqa: E731
+    vocab = {text(tok): rank for tok, rank in ranks.items()}
+    vocab[EOT] = len(ranks)
+    merges = []
+    for tok, rank in sorted(ranks.items(), key=lambda item: item[1]):
+        if len(tok) == 1:
+            continue
+        parts = [bytes([b]) for b in tok]
+        while True:
+            best = None
+            for i in range(len(parts) - 1):
+                r = ranks.get(parts[i] + parts[i + 1])
+                if r is not None and r < rank and (best is None or r < best[0]):
+                    best = (r, i)
+            if best is None:
+                break
+            i = best[1]
+            parts[i:i + 2] = [parts[i] + parts[i + 1]]
+        if len(parts) != 2:  # cannot happen for a real BPE vocabulary; guard against a bad file
+            raise ValueError(f"{GPT2_VOCAB_FILE}: token of rank {rank} is not one merge of two tokens")
+        merges.append((text(parts[0]), text(parts[1])))
+    return vocab, merges
+
+
+@functools.lru_cache(maxsize=1)
+def _gpt2_encoding():
+    import tiktoken
+
+    ranks = _gpt2_ranks()
     return tiktoken.Encoding(
         name="gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
         special_tokens={EOT: len(ranks)}, explicit_n_vocab=len(ranks) + 1,
@@ -113,15 +171,20 @@ class BPETokenizer(Tokenizer):
         self.eot_id = eot
         self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
         decoder = _byte_decoder()
+        added = tok.get_added_tokens_decoder()
         self._bytes: list[bytes] = []
         for i in range(self.vocab_size):
             piece = tok.id_to_token(i)
             if piece is None:
                 self._bytes.append(b"")
-            elif tok.get_added_tokens_decoder().get(i) is not None:
+            elif i in added:
                 self._bytes.append(piece.encode("utf-8"))
             else:
-                self._bytes.append(bytes(decoder[ch] for ch in piece))
+                try:
+                    self._bytes.append(bytes(decoder[ch] for ch in piece))
+                except KeyError:
+                    raise ValueError(f"token {i} ({piece!r}) is not byte-level BPE; only byte-level "
+                                     "BPE tokenizers (like GPT-2's) are supported") from None
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int) -> "BPETokenizer":
@@ -161,6 +224,9 @@ class BPETokenizer(Tokenizer):
 
     def token_bytes(self, token_id: int) -> bytes:
         return self._bytes[token_id]
+
+    def to_hf(self):
+        return self._tok
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)
