@@ -224,8 +224,9 @@ def load_from_hub(repo_id: str, device: str | torch.device = "cpu",
     """Fetch a GPT-2 model from the hub (e.g. "gpt2", "openai-community/gpt2-medium") into
     huggingface_hub's cache, or use the cached copy, and load it."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, HFValidationError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, HFValidationError,
+                                        LocalEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
 
     where = f"the Hugging Face Hub model {repo_id!r}"
     patterns = ["config.json", "*.safetensors", "model.safetensors.index.json", *TOKENIZER_FILES,
@@ -253,7 +254,7 @@ def load_from_hub(repo_id: str, device: str | torch.device = "cpu",
             f"cannot fetch {where}: the hub cannot be reached (offline, or HF_HUB_OFFLINE is "
             "set) and the model is not in the local cache; connect once to download it, or "
             "pass a checkpoint directory or a local transformers folder") from None
-    except OSError as e:  # network errors (httpx / requests) and cache write failures
+    except (HfHubHTTPError, OSError) as e:  # other HTTP errors, cache write failures
         raise ModelLoadError(f"cannot fetch {where}: {e}") from None
     if not (folder / "config.json").is_file():
         raise ModelLoadError(f"{where} has no config.json; it is not a transformers model")
