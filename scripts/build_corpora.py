@@ -21,8 +21,10 @@ choice comes from a seeded generator.
 from __future__ import annotations
 
 import argparse
+import builtins
 import hashlib
 import json
+import keyword
 import random
 import re
 import subprocess
@@ -159,7 +161,15 @@ LIBRARY = ["functions", "constants", "stdtypes", "exceptions", "string", "re", "
            "traceback", "warnings", "inspect", "calendar", "types", "weakref", "queue",
            "zoneinfo", "getpass", "platform", "configparser", "gzip"]
 # Section ids that are link lists or changelogs rather than prose.
-_SKIP_SECTION_TITLES = re.compile(r"^(footnotes|table of contents|contents|see also)$", re.I)
+# Section titles that are link lists, or too generic to ask about out of context.
+_SKIP_SECTION_TITLES = re.compile(
+    r"^(footnotes|table of contents|contents|see also|references|acknowledgements|feedback|"
+    r"introduction|conclusion|concepts|the basics|general|python-specific|python documentation|"
+    r"definitions|data|headers|number \d|others|finer points|abstract|primer|recap|random remarks|"
+    r"closing thoughts|practical application|technical tutorial|history|next steps|"
+    r"other resources|optimization|planet|timeperiod|iteration|comparisons|formal provability|"
+    r"modularity|composability|built-in functions|batteries included|quality control|"
+    r"function examples|error codes|using object|others|omitting values|ipc)$", re.I)
 
 
 def doc_pages(html_root: Path) -> list[tuple[str, str]]:
@@ -183,7 +193,9 @@ def _is_footnotes(n: ht.Node) -> bool:
 
 
 def page_text(body: ht.Node) -> str:
-    return normalize(ht.blocks_to_text(ht.render_blocks(body, skip=_is_footnotes)))
+    blocks = [b for b in ht.render_blocks(body, skip=_is_footnotes)
+              if not b.startswith("Source code: ")]
+    return normalize(ht.blocks_to_text(blocks))
 
 
 # --- Q/A extraction -----------------------------------------------------------------
@@ -387,8 +399,11 @@ _PROPER = {"Python", "Unicode", "Windows", "Unix", "Linux", "Mac", "Tkinter", "T
 def _lower_title(title: str) -> str:
     """'More on Defining Functions' -> 'more on defining functions', keeping
     acronyms, code and proper names, so it reads inside a question."""
-    return " ".join(w.lower() if re.fullmatch(r"[A-Z][a-z']+[,:]?", w) and w.strip(",:") not in _PROPER
-                    else w for w in title.split(" "))
+    words = [w.lower() if re.fullmatch(r"[A-Z][a-z']*(-[A-Za-z][a-z']*)*[,:]?", w)
+             and w.strip(",:") not in _PROPER else w for w in title.split(" ")]
+    text = " ".join(words)
+    # "Overview of X" would read "give me an overview of overview of x".
+    return re.sub(r"^(an |a )?(overview of|(brief |quick )?introduction to) ", "", text)
 
 
 def _section_pairs(qa: QABuilder, body: ht.Node, rel: str):
@@ -446,6 +461,27 @@ def _library_pairs(qa: QABuilder, body: ht.Node, page: str):
             qa.variants(gid, "function", FUNC_Q, k, ans, "func", n, n=n)
 
 
+def _looks_like_code(para: str) -> bool:
+    """pydoc indents both code/grammar and the descriptions under a definition;
+    only the former belongs in a code block."""
+    first = para.strip().split("\n")[0]
+    if "::=" in para or first.startswith(">>>"):
+        return True
+    prose = re.match(r"[A-Z][a-z]+ ", first) and re.search(r"[.:]$", para.rstrip())
+    return not prose
+
+
+def _quoted_code(text: str) -> str:
+    """pydoc writes both code and quoted words in double quotes; backtick the code
+    (keywords, names with dots or brackets) like the HTML-derived answers do."""
+    def sub(m: re.Match) -> str:
+        inner = m.group(1)
+        code = (keyword.iskeyword(inner) or hasattr(builtins, inner) or "_" in inner
+                or re.search(r"[()=\[\]<>*+/%~&|^!]|\w\.\w", inner))
+        return f"`{inner}`" if code else m.group(0)
+    return re.sub(r'"([^"\n]{1,60})"', sub, text)
+
+
 def _topic_pairs(qa: QABuilder):
     from pydoc_data.topics import topics
     for key in sorted(topics):
@@ -460,11 +496,13 @@ def _topic_pairs(qa: QABuilder):
         for para in re.split(r"\n\s*\n", body):
             if re.match(r"=+\n|-+\n", para) or re.match(r".+\n[=\-]{3,}$", para):
                 break  # next sub-heading: keep the lead only
-            if para.startswith("   "):
+            if para.startswith("   ") and _looks_like_code(para):
                 blocks.append("```\n" + "\n".join(l[3:] for l in para.split("\n")) + "\n```")
             else:
                 blocks.append(re.sub(r"\s*\n\s*", " ", para).strip())
-        ans = trim_answer([b.replace('"', "`") if not b.startswith("```") else b for b in blocks])
+        if blocks and re.fullmatch(r"\S+\(.*\)", blocks[0]):
+            blocks[0] = f"`{blocks[0]}`"  # a definition's signature line
+        ans = trim_answer([b if b.startswith("```") else _quoted_code(b) for b in blocks])
         if ans:
             t = _lower_title(title.replace('"', ""))
             qa.variants(f"topic:{key}", "pydoc_topic", TOPIC_Q, 2, ans, t=t)
