@@ -1,0 +1,385 @@
+"""The facade both front ends (Gradio and Chainlit) use, so neither holds logic the other needs.
+
+    wb = service.get()                          # one per process: one shared ModelCache
+    wb.model_choices()                          # [(label, spec), ...] for a model picker
+    params = service.sampling_params(temperature=0.7, top_k=40, ...)   # UI values -> SamplingParams
+    for delta in wb.story("Once upon a time", spec, params): ...
+    wb.explain_next("Once upon a time", spec, params)                  # the sampling explorer
+
+Everything a person types goes through clean_text() (control characters stripped, length
+capped) and every number through sampling_params() (LIMITS), so both UIs and their HTTP APIs
+reject the same bad input with the same message. A model can only be loaded from the listed
+choices (bundled checkpoints, local runs, GPT-2 hub ids), never from an arbitrary path sent by a
+client. Errors are ValueError / ModelLoadError / PermissionError with a message a person can act
+on; the UIs show it as it is.
+
+Training: the "may this server start training jobs" policy lives here (training_policy()), and
+the job control goes through engine.jobs, the same runner the CLI uses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+import threading
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from . import models as M
+from .errors import ModelLoadError
+from .sampling import SamplingParams, explain
+
+# ---------------------------------------------------------------------------------------------
+# Input limits, shared by both UIs (slider ranges) and enforced here for API callers.
+
+MAX_INPUT_CHARS = 8000  # a prompt or chat message; the models' windows are 256-1024 tokens
+MAX_HISTORY_MESSAGES = 200  # a chat history sent by a client; older turns are trimmed anyway
+MAX_EXPLORER_TOP = 30
+
+# name: (minimum, maximum, step, default, one-line explanation)
+LIMITS: dict[str, tuple[float, float, float, float | None, str]] = {
+    "temperature": (0.0, 2.0, 0.05, 0.8,
+                    "Randomness: 0 always picks the most likely token, higher is more adventurous."),
+    "top_k": (0, 200, 1, 50, "Sample only from the k most likely tokens (0 = no limit)."),
+    "top_p": (0.05, 1.0, 0.01, 0.95,
+              "Sample from the smallest set of tokens whose probabilities add up to p (1 = off)."),
+    "repetition_penalty": (1.0, 2.0, 0.01, 1.1,
+                           "Makes tokens already in the text less likely (1 = off)."),
+    "max_new_tokens": (1, 1024, 1, 200, "The most tokens to generate for one answer or story."),
+    "seed": (0, 2**31 - 1, 1, None, "Same seed, same text; leave empty for a new draw each time."),
+}
+SAMPLING_DEFAULTS = {name: spec[3] for name, spec in LIMITS.items()}
+
+CHAT_MODES = {"python": "Python assistant", "chat": "Free chat"}
+MODES = {**CHAT_MODES, "story": "Story"}
+
+ALLOW_TRAINING_ENV = "WORKBENCH_ALLOW_TRAINING"
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0/C1 controls except \t and \n
+
+
+def clean_text(text, what: str = "prompt", max_chars: int = MAX_INPUT_CHARS,
+               allow_empty: bool = False) -> str:
+    """Text a person typed, made safe to tokenize: newlines normalised, control characters and
+    lone surrogates removed, length capped with a clear message. Emoji, right-to-left text and
+    joiners are kept as they are."""
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        raise ValueError(f"the {what} must be text, got {type(text).__name__}")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text)
+    if any(unicodedata.category(c) == "Cs" for c in text):
+        text = "".join(c for c in text if unicodedata.category(c) != "Cs")
+    if len(text) > max_chars:
+        raise ValueError(f"the {what} is {len(text):,} characters long; the limit is "
+                         f"{max_chars:,}. Shorten it and try again.")
+    if not allow_empty and not text.strip():
+        raise ValueError(f"the {what} is empty: type something first")
+    return text
+
+
+def _as_number(name: str, value, integer: bool):
+    if isinstance(value, bool) or value is None or value == "":
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if integer:
+        if float(value) != int(value):
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+        return int(value)
+    return float(value)
+
+
+def sampling_params(temperature=None, top_k=None, top_p=None, repetition_penalty=None,
+                    max_new_tokens=None, seed=None, stop: tuple[str, ...] = ()) -> SamplingParams:
+    """SamplingParams from UI or API values (None = the default), range-checked against LIMITS.
+
+    Numbers may arrive as floats from sliders or strings from an API; whole numbers are accepted
+    for the integer fields, anything else gets a message naming the field, the value and the range.
+    A seed of None, "" or -1 means a fresh random draw.
+    """
+    raw = dict(temperature=temperature, top_k=top_k, top_p=top_p,
+               repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens)
+    values: dict = {}
+    for name, value in raw.items():
+        lo, hi, _step, default, _help = LIMITS[name]
+        integer = name in ("top_k", "max_new_tokens")
+        value = default if value is None else _as_number(name, value, integer)
+        if not lo <= value <= hi:
+            raise ValueError(f"{name} must be between {lo:g} and {hi:g}, got {value!r}")
+        values[name] = value
+    if seed is None or seed == "" or (not isinstance(seed, bool) and seed == -1):
+        values["seed"] = None
+    else:
+        seed = _as_number("seed", seed, True)
+        lo, hi = LIMITS["seed"][:2]
+        if not lo <= seed <= hi:
+            raise ValueError(f"seed must be between {lo} and {hi} (or empty for a random "
+                             f"draw), got {seed}")
+        values["seed"] = seed
+    return SamplingParams(stop=tuple(stop), **values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Who may start training on this server.
+
+
+def is_exposed(host: str | None, share: bool = False) -> bool:
+    """True when the server can be reached from other machines (a share link or a host that is
+    not a loopback address)."""
+    if share:
+        return True
+    host = (host or "127.0.0.1").strip().strip("[]")
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # a host name other than localhost: assume it is reachable
+
+
+@dataclass(frozen=True)
+class TrainingPolicy:
+    allowed: bool
+    reason: str  # why not (empty when allowed)
+
+
+def training_policy(exposed: bool = False, environ: dict | None = None) -> TrainingPolicy:
+    """Training starts processes that use the machine for minutes or hours, so a server anyone
+    can reach must not offer it unless its owner says so (WORKBENCH_ALLOW_TRAINING=1)."""
+    env = os.environ if environ is None else environ
+    opted_in = env.get(ALLOW_TRAINING_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    if opted_in:
+        return TrainingPolicy(True, "")
+    if env.get("SPACE_ID"):
+        return TrainingPolicy(False, (
+            "Training is turned off on this Hugging Face Space, because any visitor could start "
+            f"jobs. The Space's owner can turn it on by setting {ALLOW_TRAINING_ENV}=1 in the "
+            "Space's settings (variables)."))
+    if exposed:
+        return TrainingPolicy(False, (
+            "Training is turned off because this server is reachable from other machines "
+            f"(a share link or a non-local host). Start it with {ALLOW_TRAINING_ENV}=1 to allow "
+            "anyone who can open the page to start training jobs."))
+    return TrainingPolicy(True, "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Token strings for display.
+
+
+def token_label(tokenizer, token_id: int) -> str:
+    """A token as a person can read it: spaces as '␣', newlines as '↵', tabs as '⇥', bytes that
+    are only part of a UTF-8 character as <0xNN>."""
+    data = tokenizer.token_bytes(token_id)
+    if token_id == tokenizer.eot_id:
+        return "<|endoftext|>"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "".join(f"<0x{b:02X}>" for b in data)
+    return text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅"
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class Workbench:
+    """Models, generation, the sampling explorer and training control for one server process."""
+
+    def __init__(self, runs_dir: Path | str | None = None, bundled_dir: Path | str | None = None,
+                 max_models: int = 2, device: str | torch.device = "cpu",
+                 exposed: bool = False) -> None:
+        self.runs_dir = Path(runs_dir) if runs_dir else M.RUNS_DIR
+        self.bundled_dir = Path(bundled_dir) if bundled_dir else M.BUNDLED_DIR
+        self.cache = M.ModelCache(max_models=max_models, device=device)
+        self.exposed = exposed
+        self._jobs = None
+        self._jobs_lock = threading.Lock()
+
+    # -- models ------------------------------------------------------------------------------
+
+    def choices(self) -> list[M.ModelChoice]:
+        return M.available_models(runs_dir=self.runs_dir, bundled_dir=self.bundled_dir)
+
+    def model_choices(self) -> list[tuple[str, str]]:
+        """(label, spec) pairs in picker order: bundled, local runs (newest first), hub ids."""
+        return [(c.label, c.spec) for c in self.choices()]
+
+    def default_model(self, mode: str = "python") -> str:
+        """The spec a picker starts on for a mode: the bundled model made for it, else the first
+        bundled model, else the newest run, else GPT-2 from the hub."""
+        choices = self.choices()
+        wanted = ("story",) if mode == "story" else ("python", "assistant", "code")
+        for c in choices:
+            if c.source == "bundled" and any(w in Path(c.spec).name.lower() for w in wanted):
+                return c.spec
+        return choices[0].spec
+
+    def suggest_model(self, mode: str, current: str | None) -> str:
+        """When a person moves between the chat and story tabs: switch between the bundled
+        models made for each (they are the defaults), leave any other choice alone."""
+        bundled = {c.spec for c in self.choices() if c.source == "bundled"}
+        if current in bundled or not current:
+            return self.default_model(mode)
+        return current
+
+    def resolve(self, spec) -> str:
+        """Check that spec is one of the listed models (a client cannot load arbitrary paths)."""
+        if not isinstance(spec, str) or not spec.strip():
+            raise ValueError("no model chosen: pick one in the model list")
+        spec = spec.strip()
+        choices = self.choices()
+        for c in choices:
+            if spec in (c.spec, c.label):
+                return c.spec
+        names = ", ".join(c.label for c in choices)
+        raise ValueError(f"unknown model {spec!r}; choose one of: {names}")
+
+    def load(self, spec: str):
+        """The loaded checkpoint for a listed model (cached; loading the same one twice waits)."""
+        return self.cache.get(self.resolve(spec))
+
+    def describe(self, spec: str) -> str:
+        """One line about a model for the UI: size, context window, tokenizer, where it is from.
+        Loads the model (cached)."""
+        ckpt = self.load(spec)
+        cfg = ckpt.config
+        n = ckpt.model.num_params()
+        size = f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
+        return (f"{size} parameters · {cfg.n_layer} layers × {cfg.n_embd} dims · "
+                f"{cfg.block_size}-token context · {ckpt.tokenizer.kind} tokenizer "
+                f"({ckpt.tokenizer.vocab_size:,} tokens)")
+
+    def refresh_run(self, spec: str) -> None:
+        """Forget a cached run so its newest checkpoint is loaded next time."""
+        self.cache.invalidate(spec)
+
+    # -- generation --------------------------------------------------------------------------
+
+    def story(self, prompt: str, spec: str, params: SamplingParams,
+              cancel: threading.Event | Callable[[], bool] | None = None):
+        """Stream the continuation of a story opening: a TextStream (iterate for text deltas;
+        .stats.tokens_per_s when done)."""
+        from . import assistant
+
+        prompt = clean_text(prompt, "story opening")
+        ckpt = self.load(spec)
+        return assistant.story(ckpt, prompt, params, cancel=cancel)
+
+    def chat(self, message: str, history: list, mode: str, spec: str, params: SamplingParams,
+             cancel: threading.Event | Callable[[], bool] | None = None):
+        """One chat turn through engine.assistant: either a refusal (the Python assistant
+        declines a question that is not about programming, with the reason) or a stream.
+
+        history: [{"role": "user"|"assistant", "content": str}, ...] (Gradio/OpenAI style).
+        """
+        from . import assistant
+
+        if mode not in CHAT_MODES:
+            raise ValueError(f"unknown chat mode {mode!r}; choose one of: {', '.join(CHAT_MODES)}")
+        message = clean_text(message, "message")
+        turns = clean_history(history)
+        ckpt = self.load(spec)
+        return assistant.respond(ckpt, turns + [{"role": "user", "content": message}], mode,
+                                 params, cancel=cancel)
+
+    # -- the sampling explorer ---------------------------------------------------------------
+
+    def explain_next(self, text: str, spec: str, params: SamplingParams, top: int = 10) -> dict:
+        """The top candidates for the token after `text`, with their probabilities after each
+        sampling stage (raw, repetition penalty, temperature, top-k, top-p; greedy at
+        temperature 0).
+
+        Returns {"tokens": [label, ...], "token_ids": [...], "stages": [{"name", "probs"}],
+        "context_tokens": n, "truncated": bool}.
+        """
+        if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= MAX_EXPLORER_TOP:
+            raise ValueError(f"top must be a whole number between 1 and {MAX_EXPLORER_TOP}, got {top!r}")
+        text = clean_text(text, "text", allow_empty=True)
+        ckpt = self.load(spec)
+        model, tok = ckpt.model, ckpt.tokenizer
+        ids = tok.encode(text) or [tok.eot_id]  # empty text: the start of a document
+        block = model.config.block_size
+        truncated = len(ids) > block
+        ids = ids[-block:]
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            logits, _ = model(torch.tensor([ids], device=device), last_only=True)
+        window = params.repetition_window
+        history = ids[-window:] if window else ids
+        result = explain(logits[0, -1], history, params, top=top)
+        result["tokens"] = [token_label(tok, i) for i in result["token_ids"]]
+        result["context_tokens"] = len(ids)
+        result["truncated"] = truncated
+        return result
+
+    # -- training ----------------------------------------------------------------------------
+
+    def training_policy(self) -> TrainingPolicy:
+        return training_policy(self.exposed)
+
+
+def clean_history(history) -> list[dict]:
+    """A chat history from a client, checked: a list of {"role", "content"} with text content.
+    Gradio's message dicts may carry extra keys (metadata, options) and content as a list of
+    {"type": "text", "text": ...} parts; both are accepted. Notes shown in the UI (messages
+    whose metadata has a title, such as a refusal's reason) are not part of the conversation."""
+    if history is None:
+        return []
+    if not isinstance(history, list):
+        raise ValueError(f"the chat history must be a list of messages, got {type(history).__name__}")
+    turns = []
+    for i, msg in enumerate(history[-MAX_HISTORY_MESSAGES:]):
+        if not isinstance(msg, dict) or msg.get("role") not in ("user", "assistant"):
+            raise ValueError(f"chat history message {i} must be a dict with role 'user' or "
+                             "'assistant' and text content")
+        if (msg.get("metadata") or {}).get("title"):
+            continue
+        content = msg.get("content")
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") for p in content
+                              if isinstance(p, dict) and p.get("type") == "text")
+        if not isinstance(content, str):
+            raise ValueError(f"chat history message {i} has no text content")
+        turns.append({"role": msg["role"],
+                      "content": clean_text(content, "chat history message", allow_empty=True)})
+    return turns
+
+
+_default: Workbench | None = None
+_default_lock = threading.Lock()
+
+
+def get(**kwargs) -> Workbench:
+    """The process-wide Workbench (created on first use; kwargs apply only then)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Workbench(**kwargs)
+        return _default
+
+
+def configure(**kwargs) -> Workbench:
+    """Replace the process-wide Workbench (the app's entry point calls this once at start-up)."""
+    global _default
+    with _default_lock:
+        _default = Workbench(**kwargs)
+        return _default
+
+
+__all__ = ["Workbench", "get", "configure", "clean_text", "clean_history", "sampling_params",
+           "training_policy", "TrainingPolicy", "is_exposed", "token_label", "LIMITS",
+           "SAMPLING_DEFAULTS", "MODES", "CHAT_MODES", "MAX_INPUT_CHARS", "ModelLoadError"]
