@@ -1,0 +1,348 @@
+"""CodeQuestionFilter: is this message a Python (or general programming) question, and why?
+
+The Python assistant answers programming questions and politely declines the rest. The filter
+is a transparent evidence scorer, not a black box, so every decision comes with a reason a person
+can read ("mentions a Python error (KeyError)", "'pandas' here is the animal (bamboo, zoo)"):
+
+1. Evidence for programming, each a log-odds weight: the word Python, Python tooling (numpy,
+   pip, pytest...), programming vocabulary (recursion, regex, git...), words that are only
+   sometimes about code (function, class, loop, string...), requests for code ("write a function
+   that..."), and code itself (a traceback, `def f(`, `import os`, `print(`, a Python error name).
+   The vocabulary lives in engine/assets/code_filter_lexicon.json and covers English, Spanish,
+   French, German, Portuguese, Chinese, Russian and a little Japanese.
+2. Word senses: the traps that use programming words in another sense (python the snake, Monty
+   Python, a class at school, importing a car, the function of the liver, pandas the animal,
+   fairy lights, looping a video, guitar strings, Java the island, a bug in the garden, cookies in
+   the oven). A sense fires when its trigger word appears with its context words; it cancels the
+   trigger's evidence and adds a penalty. Weak context words ("long", "eat") count only when
+   nothing else in the message is clearly about code ("my python list is too long" stays code).
+3. Another programming language (C pointers, CSS centering, a JavaScript error) with no Python
+   angle is declined, and the decision says which language, so the refusal can say the
+   assistant helps with Python.
+4. Follow-ups: "and for a dict?" after a Python question is accepted from the conversation.
+
+score = sigmoid(sum of weights); the message is a coding question when score > 0.5. Pure Python
+regular expressions, no model: about 0.1 ms a call, offline. A learned classifier over hashed
+n-grams trained on tests/data/code_questions.jsonl was measured against this and did not earn
+its place (see docs/assistant.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+LEXICON_FILE = Path(__file__).parent / "assets" / "code_filter_lexicon.json"
+BIAS = -1.0  # a message with no evidence either way is not a coding question
+MAX_CHARS = 20_000  # longer pastes are judged on their first and last 10k characters
+# Per-group caps: many weak words must not add up to a certainty (first hit + 1 per extra).
+GROUP_CAP = {"python": 3.5, "python_tool": 6.0, "python_concept": 4.0, "programming": 5.0,
+             "ambiguous": 3.0, "code_intent": 2.0}
+STRONG_GROUPS = ("python_tool", "python_concept", "programming", "code_intent")
+# Letters that continue a word; CJK is not here, so "python怎么" still matches "python".
+_WORD = r"a-zA-Z0-9_\u00C0-\u024F\u0400-\u04FF"
+
+
+@dataclass(frozen=True)
+class FilterDecision:
+    is_coding: bool
+    score: float  # in [0, 1]: how sure the filter is that this is a programming question
+    reason: str  # short, human-readable evidence
+    other_language: str | None = None  # e.g. "C" when declined for being about another language
+    follow_up: bool = False  # accepted because the conversation before it was about code
+    evidence: tuple[str, ...] = field(default=())  # every piece of evidence, strongest first
+
+
+def _term_regex(terms: Iterable[str]) -> re.Pattern:
+    """One alternation for a list of terms, longest first; Latin terms need word boundaries
+    (a plural s/es allowed), Cyrillic terms are stems (prefix match), CJK terms substrings."""
+    parts = []
+    for term in sorted(set(terms), key=len, reverse=True):
+        body = r"\s+".join(re.escape(w) for w in term.split())
+        if re.search(r"[\u0400-\u04FF]", term):
+            parts.append(rf"(?<![{_WORD}]){body}")
+        elif re.search(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]", term):
+            parts.append(body)
+        else:
+            # Terms that start or end with punctuation ("self.", "**kwargs") set their own edge.
+            left = rf"(?<![{_WORD}])" if re.match(rf"[{_WORD}]", term) else ""
+            right = rf"(?:s|es)?(?![{_WORD}])" if re.search(rf"[{_WORD}]$", term) else ""
+            parts.append(left + body + right)
+    return re.compile("|".join(parts) or r"(?!x)x", re.IGNORECASE)
+
+
+def _canonical(match: str, known: set[str]) -> str:
+    """Map a matched string back to its lexicon term (undo the plural, collapse spaces)."""
+    m = " ".join(match.lower().split())
+    for cand in (m, m[:-1], m[:-2]):
+        if cand in known:
+            return cand
+    for term in known:  # Cyrillic stems match a longer word
+        if m.startswith(term):
+            return term
+    return m
+
+
+@dataclass
+class _Group:
+    name: str
+    label: str
+    weight: float
+    python_angle: bool
+    terms: set[str]
+    regex: re.Pattern | None
+    patterns: list[re.Pattern]
+
+
+@dataclass
+class _Sense:
+    word: str
+    meaning: str
+    reason: str
+    weight: float
+    triggers: re.Pattern
+    strong: re.Pattern
+    weak: re.Pattern
+    strong_terms: set[str]
+    weak_terms: set[str]
+
+
+@dataclass
+class _Language:
+    name: str
+    patterns: list[re.Pattern]
+
+
+class CodeQuestionFilter:
+    """Decides whether a message is a Python / programming question. Thread-safe once built."""
+
+    def __init__(self, lexicon_file: Path | str = LEXICON_FILE) -> None:
+        lex = _load_lexicon(str(lexicon_file))
+        self.groups = []
+        for g in lex["groups"]:
+            terms = {t.lower() for t in g.get("terms", [])}
+            self.groups.append(_Group(
+                g["name"], g["label"], float(g["weight"]), bool(g.get("python_angle")), terms,
+                _term_regex(terms) if terms else None,
+                [re.compile(p, re.IGNORECASE) for p in g.get("patterns", [])]))
+        angle = set(lex["python_angle_patterns"])
+        self.code_patterns = [(name, float(w), re.compile(p), name in angle)
+                              for name, w, p in lex["code_patterns"]]
+        self.python_errors = {e.lower(): e for e in lex["python_only_errors"]}
+        self.shared_errors = {e.lower(): e for e in lex["shared_errors"]}
+        self.error_regex = re.compile(r"\b([A-Za-z_]\w*(?:error|exception|warning))\b", re.IGNORECASE)
+        self.senses = []
+        for s in lex["senses"]:
+            strong = {c[1:].lower() for c in s["context"] if c.startswith("!")}
+            weak = {c.lower() for c in s["context"] if not c.startswith("!")}
+            self.senses.append(_Sense(s["word"], s["meaning"], s["reason"], float(s["weight"]),
+                                      _term_regex(t.lower() for t in s["triggers"]),
+                                      _term_regex(strong), _term_regex(weak), strong, weak))
+        self.languages = [_Language(l["name"], [re.compile(p, re.IGNORECASE | re.DOTALL)
+                                                 for p in l["patterns"]])
+                          for l in lex["languages"]]
+        self.followup_regex = re.compile(
+            r"^\s*(and|but|also|ok|okay|so|then|now|what about|how about|what if|why|same|instead|"
+            r"can you|could you|would|please|thanks|thank you|show|explain|give|make|and if|or|"
+            r"y si|y para|y con|y en|et si|et pour|et avec|und wenn|und für|und mit|e se|e para|e com|"
+            r"а если|а как|а для|что если|и для|那|如果|还有|那么|然后|¿y)\b|"
+            r"(?<![a-z])(it|that|this|them|those|these|one|example|faster|shorter|simpler|version|"
+            r"alternative|another way|instead|again|more)(?![a-z])|^[^a-z]*\?\s*$",
+            re.IGNORECASE)
+
+    # -------------------------------------------------------------------------------------------
+
+    def classify(self, text: str, history: Sequence[str | Mapping] | None = None) -> FilterDecision:
+        """Judge `text`; `history` (earlier messages, oldest first: strings, or {"role",
+        "content"} dicts of which only user turns count) lets follow-ups through."""
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a string, got {type(text).__name__}")
+        decision = self._classify_one(text)
+        if decision.is_coding or not history or decision.other_language:
+            return decision
+        previous = [h for h in (_user_text(h) for h in history) if h and h.strip()]
+        if not previous:
+            return decision
+        # Was the conversation about code just before this message? Follow the chain back a few
+        # turns, so "and for a dict?" then "why?" both count.
+        context = None
+        for earlier in previous[-4:]:
+            d = self._classify_one(earlier)
+            if not d.is_coding and context is not None and self._is_follow_up(earlier, d):
+                d = context
+            context = d if d.is_coding else None
+        if context is None or not self._is_follow_up(text, decision):
+            return decision
+        score = max(decision.score, 0.75)
+        return FilterDecision(True, score, f"follow-up to a programming question ({context.reason})",
+                              follow_up=True, evidence=decision.evidence)
+
+    def _is_follow_up(self, text: str, decision: FilterDecision) -> bool:
+        """Short, and either refers back ("and for a dict?", "why?") or has a little evidence;
+        never a message whose words were judged to be about something else."""
+        if decision.other_language or any(e.startswith("sense:") for e in decision.evidence):
+            return False
+        if len(text.split()) > 40 and len(text) > 200:
+            return False
+        return bool(self.followup_regex.search(text)) or decision.score > _sigmoid(BIAS) + 1e-9
+
+    # -------------------------------------------------------------------------------------------
+
+    def _classify_one(self, text: str) -> FilterDecision:
+        if len(text) > MAX_CHARS:
+            text = text[:MAX_CHARS // 2] + "\n" + text[-MAX_CHARS // 2:]
+        if not text.strip():
+            return FilterDecision(False, 0.0, "the message is empty")
+        low = text.lower()
+        items: list[tuple[float, str, str]] = []  # (weight, evidence key, reason)
+        python_angle = False
+
+        # 1. Code in the message.
+        hits = []
+        for name, weight, regex, angle in self.code_patterns:
+            m = regex.search(text)
+            if m:
+                hits.append((weight, name, m.group(0).strip()[:30]))
+                python_angle |= angle
+        if hits:
+            hits.sort(reverse=True)
+            total = min(hits[0][0] + 1.0 * (len(hits) - 1), 8.0)
+            shown = ", ".join(h[2] for h in hits[:2])
+            what = "Python code" if python_angle else "code"
+            items.append((total, "code", f"contains {what} ({shown})"))
+
+        # 2. Error names: KeyError is Python's; TypeError could be JavaScript's too.
+        errors = [m.group(1) for m in self.error_regex.finditer(text)]
+        py_errs = [self.python_errors[e.lower()] for e in errors if e.lower() in self.python_errors]
+        other_errs = [e for e in errors if e.lower() not in self.python_errors and
+                      (e.lower() in self.shared_errors or re.match(r"[A-Z]\w*[a-z][A-Z]", e))]
+        if "traceback (most recent call last)" in low:
+            items.append((6.0, "traceback", "contains a Python traceback"
+                          + (f" ({py_errs[0]})" if py_errs else "")))
+            python_angle = True
+        elif py_errs:
+            items.append((4.5, "error", f"mentions a Python error ({py_errs[0]})"))
+            python_angle = True
+        elif other_errs:
+            items.append((3.0, "error", f"mentions an error ({other_errs[0]})"))
+
+        # 3. Vocabulary groups.
+        matched: dict[str, list[str]] = {}
+        for g in self.groups:
+            found = []
+            if g.regex is not None:
+                found = list(dict.fromkeys(_canonical(m.group(0), g.terms)
+                                           for m in g.regex.finditer(text)))
+            pattern_hit = next((p.search(text) for p in g.patterns if p.search(text)), None)
+            if pattern_hit:
+                found.append(" ".join(pattern_hit.group(0).split())[:40])
+            if found:
+                matched[g.name] = found
+        strong_other = sum(1 for name in STRONG_GROUPS if name in matched) + (1 if hits or errors else 0)
+
+        # 4. Word senses (the traps). A sense cancels its trigger word's evidence.
+        cancelled: set[str] = set()
+        sense_items = []
+        for s in self.senses:
+            trig = [m.group(0).lower() for m in s.triggers.finditer(text)]
+            if not trig:
+                continue
+            strong = [_canonical(m.group(0), s.strong_terms) for m in s.strong.finditer(text)]
+            weak = [_canonical(m.group(0), s.weak_terms) for m in s.weak.finditer(text)]
+            # Context words that are also the trigger do not count ("python" is no context).
+            trig_set = {" ".join(t.split()) for t in trig}
+            strong = [c for c in dict.fromkeys(strong) if c not in trig_set]
+            weak = [c for c in dict.fromkeys(weak) if c not in trig_set]
+            if strong or (weak and not self._clearly_code(matched, hits, errors, s)):
+                ctx = ", ".join((strong + weak)[:3])
+                reason = s.reason.format(word=trig[0], meaning=s.meaning, context=ctx)
+                sense_items.append((s.weight, f"sense:{s.word}", reason))
+                cancelled |= trig_set | {t.rstrip("s") for t in trig_set}
+        # Senses of the same word (python: snake / Monty Python) count once.
+        seen_words = set()
+        for item in sorted(sense_items):
+            w = item[1].lower()
+            if w not in seen_words:
+                items.append(item)
+                seen_words.add(w)
+
+        for g in self.groups:
+            found = [t for t in matched.get(g.name, []) if t not in cancelled and t.rstrip("s") not in cancelled]
+            if not found:
+                continue
+            total = min(g.weight + 1.0 * (len(found) - 1), GROUP_CAP.get(g.name, g.weight))
+            items.append((total, g.name, f"{g.label} ({', '.join(found[:3])})"))
+            python_angle |= g.python_angle
+
+        logit = BIAS + sum(w for w, _, _ in items)
+        score = _sigmoid(logit)
+        items.sort(key=lambda i: -abs(i[0]))
+        evidence = tuple(f"{key}: {reason}" for _, key, reason in items)
+
+        # 5. Another language with no Python angle: decline, and say which.
+        senses_fired = {i[1] for i in items if i[1].startswith("sense:")}
+        language = None if python_angle else self._other_language(text, senses_fired)
+        if language:
+            return FilterDecision(False, min(score, 0.2), f"asks about {language}, not Python",
+                                  other_language=language, evidence=evidence)
+
+        if logit > 0:
+            positive = [r for w, _, r in items if w > 0]
+            return FilterDecision(True, score, "; ".join(positive[:2]), evidence=evidence)
+        negative = [r for w, _, r in items if w < 0]
+        if negative:
+            reason = negative[0]
+        elif items:
+            reason = f"too little programming evidence ({items[0][2]})"
+        else:
+            reason = "no sign of a programming question"
+        return FilterDecision(False, score, reason, evidence=evidence)
+
+    def _clearly_code(self, matched, hits, errors, sense: _Sense) -> bool:
+        """Is there evidence of code besides the sense's own trigger words?"""
+        if hits or errors:
+            return True
+        for name in STRONG_GROUPS:
+            terms = [t for t in matched.get(name, []) if not sense.triggers.fullmatch(t)]
+            if terms:
+                return True
+        return False
+
+    def _other_language(self, text: str, senses_fired: set[str]) -> str | None:
+        for lang in self.languages:
+            if lang.name == "Java" and "sense:Java" in senses_fired:
+                continue
+            if any(p.search(text) for p in lang.patterns):
+                return lang.name
+        return None
+
+
+def _user_text(turn) -> str:
+    if isinstance(turn, str):
+        return turn
+    if isinstance(turn, Mapping):
+        return turn.get("content", "") if turn.get("role", "user") == "user" else ""
+    raise ValueError(f"history entries must be strings or {{'role', 'content'}} dicts, got {type(turn).__name__}")
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, x))))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_lexicon(path: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read the code filter's lexicon ({e})") from None
+
+
+@functools.lru_cache(maxsize=1)
+def default_filter() -> CodeQuestionFilter:
+    """A shared instance (building one compiles a few hundred regexes: ~50 ms)."""
+    return CodeQuestionFilter()
