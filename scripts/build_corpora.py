@@ -48,7 +48,7 @@ VAL_FRACTION = 0.05
 
 _TYPO = {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2026": "...",
          "\u2013": "-", "\u2014": "--", "\u00a0": " ", "\u2212": "-", "\u00b6": "",
-         "\u200b": "", "\ufeff": "", "\u2011": "-"}
+         "\u200b": "", "\ufeff": "", "\u2011": "-", "\u2192": "->", "\u2023": ">"}
 
 
 def normalize(text: str) -> str:
@@ -545,6 +545,8 @@ def _topic_pairs(qa: QABuilder):
         for para in re.split(r"\n\s*\n", body):
             if re.match(r"=+\n|-+\n", para) or re.match(r".+\n[=\-]{3,}$", para):
                 break  # next sub-heading: keep the lead only
+            if "::=" in para:
+                continue  # grammar rules: fine in docs.txt, not in a chat answer
             if para.startswith("   ") and _looks_like_code(para):
                 blocks.append("```\n" + "\n".join(l[3:] for l in para.split("\n")) + "\n```")
             else:

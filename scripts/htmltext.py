@@ -110,6 +110,8 @@ def _inline_node(c: Node) -> str:
         return "\n"
     if c.tag == "code" and "literal" in c.classes:
         t = c.text()
+        if "`" in t:  # Markdown's way to quote a backtick inside a code span
+            return f"`` {t} ``"
         return f"`{t}`" if t else ""
     return _inline(c)
 
