@@ -42,8 +42,8 @@ BIAS = -1.0  # a message with no evidence either way is not a coding question
 MAX_CHARS = 20_000  # longer pastes are judged on their first and last 10k characters
 # Per-group caps: many weak words must not add up to a certainty (first hit + 1 per extra).
 GROUP_CAP = {"python": 3.5, "python_tool": 6.0, "python_concept": 4.0, "programming": 5.0,
-             "ambiguous": 3.0, "code_intent": 2.0}
-STRONG_GROUPS = ("python_tool", "python_concept", "programming", "code_intent")
+             "ambiguous": 3.0, "code_intent": 2.0, "data_words": 3.5, "code_request": 1.5}
+STRONG_GROUPS = ("python_tool", "python_concept", "programming", "code_intent", "language_talk")
 # Letters that continue a word; CJK is not here, so "python怎么" still matches "python".
 _WORD = r"a-zA-Z0-9_\u00C0-\u024F\u0400-\u04FF"
 
