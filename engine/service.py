@@ -271,30 +271,32 @@ class Workbench:
 
     def story(self, prompt: str, spec: str, params: SamplingParams,
               cancel: threading.Event | Callable[[], bool] | None = None):
-        """Stream the continuation of a story opening: a TextStream (iterate for text deltas;
-        .stats.tokens_per_s when done)."""
-        from . import assistant
+        """Stream the continuation of a story opening: an engine.assistant.Reply (iterate for
+        text deltas; .stats.tokens_per_s and .stats.notices when done)."""
+        from .assistant import respond
 
         prompt = clean_text(prompt, "story opening")
         ckpt = self.load(spec)
-        return assistant.story(ckpt, prompt, params, cancel=cancel)
+        return respond([{"role": "user", "content": prompt}], "story", ckpt, params, cancel=cancel)
 
     def chat(self, message: str, history: list, mode: str, spec: str, params: SamplingParams,
              cancel: threading.Event | Callable[[], bool] | None = None):
-        """One chat turn through engine.assistant: either a refusal (the Python assistant
-        declines a question that is not about programming, with the reason) or a stream.
+        """One chat turn through engine.assistant.respond: an engine.assistant.Reply that is
+        either a refusal (.refused, .refusal, .reason: the Python assistant declines a message
+        that is not about programming, without calling the model) or a stream of text deltas.
 
-        history: [{"role": "user"|"assistant", "content": str}, ...] (Gradio/OpenAI style).
+        history: the conversation before `message`, [{"role": "user"|"assistant", "content"}]
+        (Gradio/OpenAI messages; see clean_history()).
         """
-        from . import assistant
+        from .assistant import respond
 
         if mode not in CHAT_MODES:
             raise ValueError(f"unknown chat mode {mode!r}; choose one of: {', '.join(CHAT_MODES)}")
         message = clean_text(message, "message")
         turns = clean_history(history)
         ckpt = self.load(spec)
-        return assistant.respond(ckpt, turns + [{"role": "user", "content": message}], mode,
-                                 params, cancel=cancel)
+        return respond(turns + [{"role": "user", "content": message}], mode, ckpt, params,
+                       cancel=cancel)
 
     # -- the sampling explorer ---------------------------------------------------------------
 

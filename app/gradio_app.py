@@ -1,0 +1,92 @@
+"""The Gradio app: a sidebar with the model picker and sampling controls shared by every tab,
+and the Chat, Story and Train tabs (app/gradio_chat.py, gradio_story.py, gradio_train.py).
+
+    demo = build_demo(service.configure(...))
+    launch(demo, host="127.0.0.1", port=7860)
+
+All logic is in engine (engine.service is the facade); this module turns widgets into engine
+calls. API endpoints (gradio_client): /chat, /chat_retry, /story, /explain, /add_token,
+/models, /model_info, /train_start, /train_stop, /train_resume, /train_status.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import gradio as gr
+
+from engine import service
+
+from . import gradio_chat, gradio_story, gradio_train
+from .gradio_common import CSS, Controls, guard, sampling_components
+
+TITLE = "GPT Workbench"
+INTRO = ("Chat with, write with and train small GPT-2 models, on your own machine. "
+         "Pick a model and tune the sampling in the sidebar; they apply to every tab.")
+
+
+def model_dropdown_update(wb: service.Workbench, current: str | None = None):
+    choices = wb.model_choices()
+    specs = [spec for _, spec in choices]
+    value = current if current in specs else (wb.default_model() if choices else None)
+    return gr.update(choices=choices, value=value)
+
+
+def model_info(wb: service.Workbench, spec):
+    """One line about the chosen model (loads it, so the first answer does not wait)."""
+    return wb.describe(spec)
+
+
+def list_models(wb: service.Workbench) -> list[list[str]]:
+    """[[label, spec], ...]: what the model picker offers (API helper)."""
+    return [[label, spec] for label, spec in wb.model_choices()]
+
+
+def suggest(wb: service.Workbench, mode: str, current):
+    return gr.update(value=wb.suggest_model(mode, current))
+
+
+def build_demo(wb: service.Workbench) -> gr.Blocks:
+    with gr.Blocks(title=TITLE, fill_width=True) as demo:
+        with gr.Sidebar(label="Model and sampling", open=True, width=330, elem_id="sidebar"):
+            model = gr.Dropdown(wb.model_choices(), value=wb.default_model("python"),
+                                label="Model", elem_id="model",
+                                info="Bundled models work offline; hub models need the network "
+                                     "the first time.")
+            info = gr.Markdown("", elem_id="model-info")
+            refresh = gr.Button("Refresh the list", size="sm", elem_id="model-refresh")
+            gr.Markdown("### Sampling")
+            sampling = sampling_components()
+        controls = Controls(model=model, model_info=info, sampling=sampling)
+
+        gr.Markdown(f"# {TITLE}\n{INTRO}", elem_id="header")
+        with gr.Tabs(elem_id="tabs"):
+            with gr.Tab("Chat", id="chat", elem_id="tab-chat") as chat_tab:
+                gradio_chat.build(demo, wb, controls)
+            with gr.Tab("Story", id="story", elem_id="tab-story") as story_tab:
+                gradio_story.build(demo, wb, controls)
+            with gr.Tab("Train", id="train", elem_id="tab-train"):
+                gradio_train.build(demo, wb, controls)
+
+        model.change(guard(partial(model_info, wb)), model, info, api_name="model_info",
+                     show_progress="minimal")
+        refresh.click(partial(model_dropdown_update, wb), model, model,
+                      api_visibility="undocumented", queue=False)
+        # The bundled models are made for one tab each: follow the tab, unless the person
+        # picked something else.
+        chat_tab.select(partial(suggest, wb, "python"), model, model,
+                        api_visibility="undocumented", queue=False)
+        story_tab.select(partial(suggest, wb, "story"), model, model,
+                         api_visibility="undocumented", queue=False)
+        gr.api(partial(list_models, wb), api_name="models")
+        demo.load(guard(partial(model_info, wb)), model, info, api_visibility="undocumented")
+    return demo
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860,
+           share: bool = False, concurrency: int = 8, **kwargs):
+    """Queue and launch. `concurrency` generations run at once; more wait in the queue."""
+    demo.queue(default_concurrency_limit=concurrency, max_size=256)
+    return demo.launch(server_name=host, server_port=port, share=share, css=CSS,
+                       theme=gr.themes.Soft(), footer_links=["api", "gradio"],
+                       show_error=True, **kwargs)

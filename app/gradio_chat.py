@@ -1,0 +1,171 @@
+"""The Chat tab: Python assistant (with the code-question filter) and free chat, streaming.
+
+Gradio 6's ChatInterface conventions (submit/stop in the textbox, retry, undo, clear, examples)
+built from gr.Chatbot events, because the conversation is kept in two forms: the raw messages
+in a gr.BrowserState (what the person and the model wrote; it survives a page reload and is what
+the engine sees) and the displayed copy, escaped so model output shows as text, never HTML.
+A declined question gets the assistant's refusal and, under it, a collapsible note saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from functools import partial
+
+import gradio as gr
+
+from engine import service
+
+from .gradio_common import Controls, Throttle, guard, params_from, show_text, stats_line
+
+MODE_LABELS = {label: mode for mode, label in service.CHAT_MODES.items()}
+EXAMPLES = {
+    "python": ["How do I reverse a list in Python?",
+               "What does KeyError mean?",
+               "How can I read a file line by line?",
+               "Write a function that checks if a number is prime."],
+    "chat": ["Tell me a short story about a cat.",
+             "What is the weather like by the sea?",
+             "Hello! Who are you?"],
+}
+REASON_TITLE = "Why I declined"
+STORAGE_KEY = "gpt-workbench-chat"
+# BrowserState encrypts what it stores with this secret. A fixed secret from the environment
+# lets history survive a server restart too; otherwise it survives page reloads.
+STATE_SECRET = os.environ.get("WORKBENCH_STATE_SECRET") or secrets.token_hex(16)
+
+
+def display(history: list) -> list:
+    """The chatbot's copy of the raw history: content escaped, notes kept as notes."""
+    out = []
+    for msg in history or []:
+        shown = {"role": msg["role"], "content": show_text(msg.get("content") or "")}
+        if msg.get("metadata"):
+            shown["metadata"] = dict(msg["metadata"])
+        out.append(shown)
+    return out
+
+
+def examples_for(mode_label: str) -> list[dict]:
+    return [{"text": t} for t in EXAMPLES[MODE_LABELS.get(mode_label, "python")]]
+
+
+def _busy():
+    return gr.update(value="", interactive=False, submit_btn=False, stop_btn=True)
+
+
+def _idle(value: str | None = None):
+    """The textbox ready for the next message (value None leaves its text as it is)."""
+    update = dict(interactive=True, submit_btn=True, stop_btn=False)
+    if value is not None:
+        update["value"] = value
+    return gr.update(**update)
+
+
+def respond(wb: service.Workbench, message, history, mode_label, model, *sampling):
+    """Stream one answer. Yields (chatbot, raw history, textbox, stats) as the model writes."""
+    before = list(history or [])
+    mode = MODE_LABELS.get(mode_label, mode_label)
+    if mode not in service.CHAT_MODES:
+        raise ValueError(f"unknown chat mode {mode_label!r}; choose one of: "
+                         f"{', '.join(MODE_LABELS)}")
+    params = params_from(*sampling)
+    message = service.clean_text(message, "message")
+    service.clean_history(before)
+    history = before + [{"role": "user", "content": message}]
+    yield display(history), history, _busy(), ""  # show the question at once
+    cancel = threading.Event()
+    try:
+        reply = wb.chat(message, before, mode, model, params, cancel=cancel)
+    except Exception:
+        yield display(before), before, _idle(message), ""  # give the question back
+        raise
+    if reply.refused:
+        history.append({"role": "assistant", "content": reply.refusal})
+        history.append({"role": "assistant",
+                        "content": reply.reason or "not a programming question",
+                        "metadata": {"title": REASON_TITLE}})
+        yield display(history), history, _idle(""), "Declined without calling the model."
+        return
+    history.append({"role": "assistant", "content": ""})
+    throttle = Throttle()
+    try:
+        for delta in reply:
+            history[-1]["content"] += delta
+            if throttle.ready():
+                yield display(history), history, _busy(), ""
+    finally:
+        cancel.set()  # a stop click closes this generator; end the engine's stream too
+    if not history[-1]["content"].strip():
+        history[-1]["content"] = "(the model ended its answer without writing anything)"
+    yield display(history), history, _idle(""), stats_line(reply.stats)
+
+
+def retry(wb, history, mode_label, model, *sampling):
+    """Drop the last answer and ask the last question again."""
+    history = list(history or [])
+    while history and history[-1]["role"] == "assistant":
+        history.pop()
+    if not history:
+        raise ValueError("nothing to retry yet: ask something first")
+    message = history.pop()["content"]
+    yield from respond(wb, message, history, mode_label, model, *sampling)
+
+
+def undo(history):
+    """Remove the last question and its answer; put the question back in the textbox."""
+    history = list(history or [])
+    while history and history[-1]["role"] == "assistant":
+        history.pop()
+    message = history.pop()["content"] if history else ""
+    return display(history), history, _idle(message)
+
+
+def clear():
+    return [], [], _idle(""), ""
+
+
+def example(wb, history, mode_label, model, *sampling, evt: gr.SelectData):
+    text = evt.value["text"] if isinstance(evt.value, dict) else str(evt.value)
+    yield from respond(wb, text, history, mode_label, model, *sampling)
+
+
+def change_mode(mode_label):
+    return gr.update(examples=examples_for(mode_label))
+
+
+def build(demo: gr.Blocks, wb: service.Workbench, controls: Controls) -> None:
+    mode = gr.Radio(list(MODE_LABELS), value=service.CHAT_MODES["python"], label="Mode",
+                    info="The Python assistant answers programming questions and politely "
+                         "declines the rest; free chat has no filter.", elem_id="chat-mode")
+    state = gr.BrowserState([], storage_key=STORAGE_KEY, secret=STATE_SECRET)
+    chatbot = gr.Chatbot(elem_id="chatbot", label="Chat", height=460, render_markdown=False,
+                         sanitize_html=True, allow_tags=False, buttons=["copy", "copy_all"],
+                         examples=examples_for(service.CHAT_MODES["python"]),
+                         placeholder="Ask a Python question, or switch to free chat.",
+                         feedback_options=None)
+    textbox = gr.Textbox(placeholder="Type a message and press Enter", show_label=False,
+                         submit_btn=True, stop_btn=False, elem_id="chat-input", lines=1,
+                         max_lines=8, autofocus=True)
+    stats = gr.Markdown("", elem_id="chat-stats")
+    inputs = [mode, *controls.inputs]
+    outs = [chatbot, state, textbox, stats]
+
+    submit = textbox.submit(guard(partial(respond, wb)), [textbox, state, *inputs], outs,
+                            api_name="chat", show_progress="minimal")
+    again = chatbot.retry(guard(partial(retry, wb)), [state, *inputs], outs,
+                          api_name="chat_retry", show_progress="minimal")
+    picked = chatbot.example_select(guard(partial(example, wb)), [state, *inputs], outs,
+                                    api_visibility="undocumented", show_progress="minimal")
+    for event in (submit, again, picked):
+        event.then(_idle, None, textbox, api_visibility="undocumented", queue=False)
+    textbox.stop(_idle, None, textbox, cancels=[submit, again, picked],
+                 api_visibility="undocumented", queue=False)
+    chatbot.undo(guard(undo), [state], [chatbot, state, textbox],
+                 api_visibility="undocumented", queue=False)
+    chatbot.clear(clear, None, outs, api_visibility="undocumented", queue=False)
+    mode.change(change_mode, mode, chatbot, api_visibility="undocumented", queue=False)
+    # A page reload: show the conversation the browser kept.
+    demo.load(display, state, chatbot, api_visibility="undocumented", queue=False)

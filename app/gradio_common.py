@@ -1,0 +1,152 @@
+"""Pieces every Gradio tab uses: error handling, the shared sampling controls, safe text display.
+
+Handlers are plain functions (tested without a server in tests/test_gradio_handlers.py); the tab
+modules bind them to components. Every handler goes through `guard`, so a person sees the
+engine's message ("top_p must be between 0.05 and 1, got 1.5") in the UI, never a traceback, and
+the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import inspect
+import logging
+import time
+from dataclasses import dataclass
+
+import gradio as gr
+
+from engine import service
+from engine.errors import USER_ERRORS
+
+log = logging.getLogger("app.gradio")
+
+SAMPLING_NAMES = ("temperature", "top_k", "top_p", "repetition_penalty", "max_new_tokens", "seed")
+
+
+def _as_gr_error(e: BaseException) -> gr.Error:
+    if isinstance(e, gr.Error):
+        return e
+    if isinstance(e, USER_ERRORS):
+        msg = str(e)
+        return gr.Error(msg[:1].upper() + msg[1:], print_exception=False)
+    log.exception("unexpected error in a handler")
+    return gr.Error(f"Something went wrong ({type(e).__name__}: {e}). The server is still "
+                    "running; try again, or report this with the server's log.",
+                    print_exception=False)
+
+
+def guard(fn):
+    """Turn engine errors into gr.Error with the engine's message (functions and generators)."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - every error becomes a message
+                raise _as_gr_error(e) from None
+        return gen
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            raise _as_gr_error(e) from None
+    return call
+
+
+def show_text(text: str) -> str:
+    """Model output (or anything a person typed) for components that render HTML/Markdown:
+    escaped, so `<script>` or `<b>` shows as those characters and never runs. The chatbot
+    renders with render_markdown=False and white-space: pre-wrap (see CSS), so what the model
+    wrote is what a person sees."""
+    return html.escape(text or "", quote=False)
+
+
+class Throttle:
+    """Yield at most every `interval` seconds while streaming (the last one always goes out):
+    a fast CPU model writes hundreds of tokens a second, more updates than a browser needs."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.last = 0.0
+
+    def ready(self) -> bool:
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.last = now
+            return True
+        return False
+
+
+def stats_line(stats, extra: str = "") -> str:
+    """'42 tokens · 118.3 tokens/s · stopped: end of text' plus any notices, as Markdown."""
+    if stats is None:
+        return extra
+    reasons = {"eos": "the model ended the text", "stop": "a stop sequence",
+               "length": "max new tokens reached", "cancelled": "stopped by you"}
+    parts = [f"{stats.new_tokens} tokens", f"{stats.tokens_per_s:.1f} tokens/s"]
+    if stats.finish_reason:
+        parts.append(f"ended: {reasons.get(stats.finish_reason, stats.finish_reason)}")
+    line = " · ".join(parts)
+    notes = [show_text(n) for n in stats.notices]
+    return "  \n".join([line + (f" · {extra}" if extra else "")] + [f"*{n}*" for n in notes])
+
+
+@dataclass
+class Controls:
+    """The components every tab reads: the model picker and the sampling sliders."""
+
+    model: gr.Dropdown
+    model_info: gr.Markdown
+    sampling: list  # components in SAMPLING_NAMES order
+
+    @property
+    def inputs(self) -> list:
+        return [self.model, *self.sampling]
+
+
+def params_from(*values):
+    """SamplingParams from the sampling controls' values (in SAMPLING_NAMES order)."""
+    return service.sampling_params(**dict(zip(SAMPLING_NAMES, values)))
+
+
+def sampling_components() -> list:
+    """The sampling sliders, ranges and help text from engine.service.LIMITS."""
+    comps = []
+    labels = {"temperature": "Temperature", "top_k": "Top-k", "top_p": "Top-p",
+              "repetition_penalty": "Repetition penalty", "max_new_tokens": "Max new tokens",
+              "seed": "Seed"}
+    for name in SAMPLING_NAMES:
+        lo, hi, step, default, help_ = service.LIMITS[name]
+        if name == "seed":
+            comp = gr.Number(value=None, label=labels[name], info=help_, precision=0,
+                             minimum=lo, maximum=hi, elem_id=f"sampling-{name}")
+        else:
+            comp = gr.Slider(lo, hi, value=default, step=step, label=labels[name], info=help_,
+                             elem_id=f"sampling-{name.replace('_', '-')}")
+        comps.append(comp)
+    return comps
+
+
+CSS = """
+/* Model output is plain text: keep its newlines and indentation. */
+#chatbot .message-content, #chatbot .message .md { white-space: pre-wrap; }
+#chatbot .message .md p { white-space: pre-wrap; }
+.explorer-table { border-collapse: collapse; width: 100%; font-size: 0.9em; }
+.explorer-table th { text-align: left; padding: 4px 6px; font-weight: 600;
+                     border-bottom: 1px solid var(--border-color-primary); }
+.explorer-table td { padding: 3px 6px; vertical-align: middle; }
+.explorer-table td.tok { font-family: var(--font-mono); white-space: pre; }
+.explorer-table .bar { position: relative; height: 18px; min-width: 90px;
+                       background: var(--background-fill-secondary); border-radius: 3px; }
+.explorer-table .fill { position: absolute; left: 0; top: 0; bottom: 0; border-radius: 3px;
+                        background: var(--color-accent); opacity: 0.75; }
+.explorer-table .num { position: relative; padding-left: 4px; font-size: 0.85em;
+                       line-height: 18px; font-variant-numeric: tabular-nums; }
+.explorer-table .removed .num { color: var(--body-text-color-subdued); }
+.explorer-table tr.picked td.tok { font-weight: 700; }
+#train-status { font-variant-numeric: tabular-nums; }
+"""
