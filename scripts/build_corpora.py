@@ -226,6 +226,8 @@ def trim_answer(blocks: list[str], limit: int = MAX_ANSWER_CHARS,
     sentence fits."""
     out: list[str] = []
     size = toks = 0
+    # "New in version 3.2." spends tokens on a fact a small model would only garble.
+    blocks = [b for b in blocks if not re.fullmatch(r"New in version [\d.]+\.", b)]
     for b in blocks:
         if b.startswith("#"):
             break
@@ -301,6 +303,7 @@ class QABuilder:
         self.pairs: list[dict] = []
         self.seen: set[tuple[str, str]] = set()
         self.stats: dict[str, int] = {}
+        self.section_titles: set[str] = set()
 
     def add(self, group: str, kind: str, instruction: str, output: str, input_: str = ""):
         instruction, input_ = normalize(instruction), normalize(input_)
@@ -454,11 +457,51 @@ def _lower_title(title: str) -> str:
     return re.sub(r"^(an |a )?(overview of|(brief |quick )?introduction to) ", "", text)
 
 
+# Gerunds that open task-like section titles ("Reading and Writing Files"), with the
+# verb a question would use ("How do I read and write files?").
+_GERUNDS = {
+    "Accessing": "access", "Adding": "add", "Buffering": "buffer", "Calling": "call",
+    "Changing": "change", "Combining": "combine", "Comparing": "compare", "Compiling": "compile",
+    "Configuring": "configure", "Converting": "convert", "Creating": "create",
+    "Customizing": "customize", "Dealing": "deal", "Defining": "define", "Deploying": "deploy",
+    "Displaying": "display", "Duplicating": "duplicate", "Ensuring": "ensure",
+    "Executing": "execute", "Fetching": "fetch", "Formatting": "format", "Handling": "handle",
+    "Implementing": "implement", "Importing": "import", "Inserting": "insert",
+    "Inspecting": "inspect", "Invoking": "invoke", "Logging": "log", "Looping": "loop",
+    "Managing": "manage", "Matching": "match", "Modifying": "modify", "Opening": "open",
+    "Passing": "pass", "Performing": "perform", "Raising": "raise", "Reading": "read",
+    "Writing": "write", "Repeating": "repeat", "Running": "run", "Saving": "save",
+    "Selecting": "select", "Sending": "send", "Sorting": "sort", "Splitting": "split",
+    "Subclassing": "subclass", "Unpacking": "unpack", "Using": "use", "Working": "work",
+    "Enriching": "enrich", "Grouping": "group", "Getting": "get", "Receiving": "receive",
+    "Outputting": "output", "Introducing": "introduce", "Wrapping": "wrap",
+}
+
+
+def _how_question(title: str) -> str | None:
+    """'Reading and Writing Files' -> 'read and write files'; None for titles that
+    do not name a task ('Sorting Basics', 'Logging Levels')."""
+    words = title.split(" ")
+    if len(words) < 2 or words[0] not in _GERUNDS:
+        return None
+    if words[0] in {"Sorting", "Logging", "Grouping"} and words[1][:1].isupper():
+        return None  # a noun phrase about the topic, not a task
+    out = [_GERUNDS[words[0]]]
+    for prev, w in zip(words, words[1:]):
+        # Only coordinated gerunds are verbs ("Reading and Writing"); elsewhere
+        # "Configuring Logging" keeps its noun.
+        out.append(_GERUNDS.get(w.capitalize(), w) if prev in {"and", "or"} else w)
+    return _lower_title(" ".join(out))
+
+
 def _section_pairs(qa: QABuilder, body: ht.Node, rel: str):
     for sec in body.find_all("section"):
         title = _strip_number(_heading(sec))
         if not title or _SKIP_SECTION_TITLES.match(title) or len(title) > 80:
             continue
+        if title.lower() in qa.section_titles:
+            continue  # "Handling Exceptions" of the urllib HOWTO is not the tutorial's
+        qa.section_titles.add(title.lower())
         ans = trim_answer(_own_blocks(sec))
         if not ans:
             continue
@@ -469,6 +512,11 @@ def _section_pairs(qa: QABuilder, body: ht.Node, rel: str):
         if len(ans) < 160:
             continue  # a one-line lead-in to subsections is no answer
         qa.variants(gid, "section", SECTION_Q, 2, ans, t=_lower_title(title))
+        how = _how_question(title)
+        if how:
+            qa.add(gid, "section", f"How do I {how}?", ans)
+            if qa.rng.random() < 0.5:
+                qa.add(gid, "section", f"how to {how} in python", ans)
 
 
 def _glossary_pairs(qa: QABuilder, body: ht.Node):
