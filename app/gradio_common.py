@@ -91,7 +91,10 @@ def stats_line(stats, extra: str = "") -> str:
     if stats.finish_reason:
         parts.append(f"ended: {reasons.get(stats.finish_reason, stats.finish_reason)}")
     line = " · ".join(parts)
-    notes = [show_text(n) for n in stats.notices]
+    counts: dict[str, int] = {}
+    for n in stats.notices:  # the same notice repeats each time the window fills
+        counts[n] = counts.get(n, 0) + 1
+    notes = [show_text(n) + (f" (×{k})" if k > 1 else "") for n, k in counts.items()]
     return "  \n".join([line + (f" · {extra}" if extra else "")] + [f"*{n}*" for n in notes])
 
 

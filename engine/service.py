@@ -24,6 +24,7 @@ import math
 import os
 import re
 import threading
+import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,13 +202,15 @@ class Workbench:
 
     def __init__(self, runs_dir: Path | str | None = None, bundled_dir: Path | str | None = None,
                  max_models: int = 2, device: str | torch.device = "cpu",
-                 exposed: bool = False) -> None:
+                 exposed: bool = False, data_dir: Path | str | None = None) -> None:
         self.runs_dir = Path(runs_dir) if runs_dir else M.RUNS_DIR
         self.bundled_dir = Path(bundled_dir) if bundled_dir else M.BUNDLED_DIR
+        self.data_dir = Path(data_dir) if data_dir else M.ROOT / "data"  # bundled corpora
         self.cache = M.ModelCache(max_models=max_models, device=device)
         self.exposed = exposed
         self._jobs = None
         self._jobs_lock = threading.Lock()
+        self._latest: dict[str, int | None] = {}  # run dir -> newest checkpoint step seen
 
     # -- models ------------------------------------------------------------------------------
 
@@ -332,6 +335,233 @@ class Workbench:
 
     def training_policy(self) -> TrainingPolicy:
         return training_policy(self.exposed)
+
+    @property
+    def jobs(self):
+        """The engine.jobs.JobManager of this server's runs directory (one job at a time)."""
+        with self._jobs_lock:
+            if self._jobs is None:
+                from .jobs import JobManager
+
+                self._jobs = JobManager(self.runs_dir)
+            return self._jobs
+
+    def training_presets(self) -> list[tuple[str, str]]:
+        """(label, name) of the training presets, each label saying what the preset trains."""
+        from .train import PRESETS, TrainConfig
+
+        out = []
+        for name, p in PRESETS.items():
+            cfg = TrainConfig(**{k: v for k, v in p.items()})
+            if p.get("mode") == "sft":
+                shape = "instruction tuning of an existing model"
+            else:
+                shape = (f"{cfg.n_layer} layers × {cfg.n_embd} dims, {cfg.block_size} context, "
+                         f"{'GPT-2' if cfg.tokenizer == 'gpt2' else f'{cfg.vocab_size}-token BPE'}")
+            out.append((f"{name}: {shape}, {cfg.max_steps:,} steps", name))
+        return out
+
+    def training_data(self) -> list[tuple[str, str]]:
+        """(label, path) of the corpora that ship with the repository (data/*/ text and JSONL)."""
+        from .data import SKIP_NAMES
+
+        root = self.data_dir
+        found = []
+        if root.is_dir():
+            # Stories first: the quickest to show a falling loss.
+            for f in sorted(root.glob("*/*"), key=lambda f: (f.parent.name != "stories", str(f))):
+                if f.suffix.lower() in (".txt", ".jsonl") and f.name not in SKIP_NAMES \
+                        and not f.name.upper().startswith(("LICENSE", "README", "NOTICE")):
+                    kind = "instructions" if f.suffix.lower() == ".jsonl" else "text"
+                    size = f.stat().st_size / 1e6
+                    found.append((f"{f.parent.name}/{f.name} ({kind}, {size:.1f} MB)", str(f)))
+        return found
+
+    def device_notice(self) -> str:
+        """Where training will run, in words (a CPU run gets a notice)."""
+        from .device import describe, pick_device
+
+        device = pick_device("auto")
+        if device.type == "cpu":
+            return ("No GPU found: training runs on the CPU. That is fine for the cpu-demo "
+                    "preset (minutes); the larger presets take hours.")
+        return f"Training runs on the {describe(device)}."
+
+    def _training_data(self, data: str | None, upload: str | Path | None, hf_name: str | None) -> str:
+        """Exactly one data source: a bundled corpus, an uploaded file (copied into the runs
+        directory, so it outlives Gradio's upload cache), or a Hugging Face dataset name."""
+        given = [x for x in (data, upload, hf_name) if x not in (None, "")]
+        if len(given) != 1:
+            raise ValueError("choose one data source: a bundled corpus, an uploaded file, or a "
+                             "Hugging Face dataset name")
+        if data:
+            paths = {p: p for _, p in self.training_data()}
+            paths.update({label: p for label, p in self.training_data()})
+            if data not in paths:
+                names = ", ".join(Path(p).parent.name + "/" + Path(p).name
+                                  for _, p in self.training_data()) or "none found"
+                raise ValueError(f"unknown bundled corpus {data!r}; choose one of: {names}")
+            return paths[data]
+        if hf_name:
+            name = hf_name.strip()
+            name = name[3:] if name.startswith("hf:") else name
+            if not _HF_NAME.fullmatch(name) or ".." in name or Path(name.split(":")[0]).exists():
+                raise ValueError(f"{hf_name!r} is not a Hugging Face dataset name; expected "
+                                 "NAME or OWNER/NAME, optionally :CONFIG (e.g. roneneldan/TinyStories "
+                                 "or wikitext:wikitext-103-raw-v1)")
+            return f"hf:{name}"
+        src = Path(str(upload))
+        if not src.is_file():
+            raise ValueError(f"the uploaded file {src.name!r} is missing; upload it again")
+        if src.suffix.lower() not in UPLOAD_SUFFIXES:
+            raise ValueError(f"{src.name}: upload a text file ({', '.join(UPLOAD_SUFFIXES)}); "
+                             ".jsonl holds instruction pairs, anything else is plain text")
+        size = src.stat().st_size
+        if size > MAX_UPLOAD_BYTES:
+            raise ValueError(f"{src.name} is {size / 1e6:.0f} MB; the limit for uploads is "
+                             f"{MAX_UPLOAD_BYTES / 1e6:.0f} MB (train on bigger data from the "
+                             "command line)")
+        if size == 0:
+            raise ValueError(f"{src.name} is empty")
+        import hashlib
+        import shutil
+
+        digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
+        dest_dir = self.runs_dir / "uploads"
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        stem = re.sub(r"[^A-Za-z0-9._-]", "_", src.stem)[:40] or "data"
+        dest = dest_dir / f"{stem}-{digest}{src.suffix.lower()}"
+        if not dest.exists():
+            tmp = dest.with_suffix(dest.suffix + ".part")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dest)
+        return str(dest)
+
+    def start_training(self, preset: str, data: str | None = None, upload: str | Path | None = None,
+                       hf_name: str | None = None, run_name: str | None = None,
+                       init_from: str | None = None, **options) -> dict:
+        """Start a training job (a child process) and return its status.
+
+        options: TrainConfig fields a person may set here (TRAIN_OPTIONS: max_steps, lr,
+        batch_size, ...), None = the preset's value. Raises PermissionError when this server does
+        not allow training (see training_policy) and ValueError for bad input, before any work.
+        """
+        from .train import PRESETS
+
+        policy = self.training_policy()
+        if not policy.allowed:
+            raise PermissionError(policy.reason)
+        if preset not in PRESETS:
+            raise ValueError(f"unknown training preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+        unknown = sorted(set(options) - set(TRAIN_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(unknown)}; the app sets "
+                             f"{', '.join(TRAIN_OPTIONS)}")
+        opts = {}
+        for name, value in options.items():
+            if value is None or value == "":
+                continue
+            lo, hi, integer = TRAIN_OPTIONS[name]
+            value = _as_number(name, value, integer)
+            if not lo <= value <= hi:
+                raise ValueError(f"{name} must be between {lo:g} and {hi:g}, got {value:g}")
+            opts[name] = value
+        name = (run_name or "").strip() or f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if not _RUN_NAME.fullmatch(name) or name == "uploads":
+            raise ValueError(f"run name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
+                             "starting with a letter or digit")
+        if init_from:
+            opts["init_from"] = self.resolve(init_from)
+        opts["data"] = self._training_data(data, upload, hf_name)
+        opts["out"] = name
+        job = self.jobs.start(opts, preset=preset)
+        return self.training_status(job)
+
+    def resume_training(self, run_name: str, max_steps=None) -> dict:
+        """Continue a stopped (or finished, with more steps) run from its last checkpoint."""
+        policy = self.training_policy()
+        if not policy.allowed:
+            raise PermissionError(policy.reason)
+        if run_name not in self.resumable_runs():
+            raise ValueError(f"no run {run_name!r} to resume here; runs with checkpoints: "
+                             f"{', '.join(self.resumable_runs()) or 'none'}")
+        changes = {}
+        if max_steps not in (None, ""):
+            lo, hi, _ = TRAIN_OPTIONS["max_steps"]
+            steps = _as_number("max_steps", max_steps, True)
+            if not lo <= steps <= hi:
+                raise ValueError(f"max_steps must be between {lo:g} and {hi:g}, got {steps}")
+            changes["max_steps"] = steps
+        job = self.jobs.resume(run_name, **changes)
+        return self.training_status(job)
+
+    def stop_training(self) -> dict:
+        """Ask the running job to save a checkpoint and stop; the status afterwards."""
+        policy = self.training_policy()
+        if not policy.allowed:
+            raise PermissionError(policy.reason)
+        self.jobs.stop()
+        return self.training_status()
+
+    def resumable_runs(self) -> list[str]:
+        """Names of runs in the runs directory that have a checkpoint to continue from."""
+        from .checkpoint import list_checkpoints
+
+        if not self.runs_dir.is_dir():
+            return []
+        return sorted(d.name for d in self.runs_dir.iterdir()
+                      if d.is_dir() and (d / "train_config.json").is_file() and list_checkpoints(d))
+
+    def training_status(self, job=None) -> dict:
+        """The current (or last) job for a progress view: engine.jobs status fields (state,
+        step, max_steps, loss, val_loss, tokens_per_s, eta_s, error, ...) plus "run" (its name),
+        "curve" ([{"step", "loss", "split": "train"|"validation"}]), "samples" ([{"step",
+        "prompt", "text"}], newest last) and "log" (the last lines of train.log when it failed).
+        {"state": "idle"} when no job was ever started here."""
+        job = job or self.jobs.current()
+        if job is None:
+            return {"state": "idle", "run": None, "curve": [], "samples": []}
+        status = job.status()
+        events = job.metrics()
+        curve = [{"step": e["step"], "loss": e["loss"], "split": "train"}
+                 for e in events if e.get("type") == "train" and "loss" in e]
+        curve += [{"step": e["step"], "loss": e["val_loss"], "split": "validation"}
+                  for e in events if e.get("type") == "eval" and e.get("val_loss") is not None]
+        samples = [{"step": e.get("step"), "prompt": e.get("prompt", ""), "text": e.get("text", "")}
+                   for e in events if e.get("type") == "sample"]
+        status.update(run=job.run_dir.name, curve=curve, samples=samples[-5:])
+        if status["state"] == "failed":
+            status["log"] = job.log_tail(15)
+        self._forget_stale(job.run_dir)
+        return status
+
+    def _forget_stale(self, run_dir: Path) -> None:
+        """A run that saved a newer checkpoint: drop the cached older one."""
+        from .checkpoint import list_checkpoints
+
+        found = list_checkpoints(run_dir)
+        latest = found[-1][0] if found else None
+        key = str(run_dir)
+        if self._latest.get(key) != latest:
+            self._latest[key] = latest
+            self.cache.invalidate(key)
+
+
+# TrainConfig fields the UIs let a person set: (minimum, maximum, whole number).
+TRAIN_OPTIONS: dict[str, tuple[float, float, bool]] = {
+    "max_steps": (1, 1_000_000, True),
+    "lr": (1e-6, 1.0, False),
+    "batch_size": (1, 1024, True),
+    "block_size": (8, 8192, True),
+    "eval_every": (1, 1_000_000, True),
+    "save_every": (1, 1_000_000, True),
+    "log_every": (1, 100_000, True),
+    "seed": (0, 2**31 - 1, True),
+}
+UPLOAD_SUFFIXES = (".txt", ".md", ".jsonl", ".json")
+MAX_UPLOAD_BYTES = 200_000_000
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_HF_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?(:[\w.-]+)?")
 
 
 def clean_history(history) -> list[dict]:

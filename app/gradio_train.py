@@ -1,0 +1,248 @@
+"""The Train tab: preset, data, key hyperparameters, start / stop / resume, and a live view of the
+job (step, loss, tokens/s, ETA, loss curve for training and validation, sample generations).
+
+The job is an engine.jobs child process, so it outlives the page: a timer polls its status, and
+after a reload the tab shows the running (or last) job again. A finished run's checkpoints put it
+in the model picker straight away. On a server others can reach (a Space, --share, a public
+host) the tab is read-only unless the owner allows training (engine.service.training_policy).
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+import gradio as gr
+import pandas as pd
+
+from engine import service
+
+from .gradio_common import Controls, guard, show_text
+
+SOURCES = ("Bundled corpus", "Upload a file", "Hugging Face dataset")
+NEW_MODEL = "(a new model)"
+FIELDS = ("max_steps", "lr", "batch_size", "block_size")
+STATE_WORDS = {"starting": "starting", "running": "running", "stopping": "stopping (saving a "
+               "checkpoint)", "finished": "finished", "stopped": "stopped", "failed": "failed"}
+ACTIVE = ("starting", "running", "stopping")
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def status_markdown(st: dict) -> str:
+    """The status line(s) of a job, as Markdown (every value from files is escaped)."""
+    if st["state"] == "idle":
+        return "No training job yet. Choose a preset and data, then press **Start training**."
+    run = show_text(st.get("run") or "")
+    state = STATE_WORDS.get(st["state"], show_text(str(st["state"])))
+    parts = [f"**{run}**: {state}"]
+    if st.get("max_steps"):
+        parts.append(f"step {st.get('step', 0):,} / {st['max_steps']:,}")
+    if st.get("loss") is not None:
+        parts.append(f"loss {st['loss']:.4f}")
+    if st.get("val_loss") is not None:
+        parts.append(f"validation loss {st['val_loss']:.4f}")
+    if st.get("tokens_per_s"):
+        parts.append(f"{st['tokens_per_s']:,.0f} tokens/s")
+    if st["state"] in ACTIVE:
+        parts.append(f"ETA {_duration(st.get('eta_s'))}")
+    elif st.get("elapsed_s"):
+        parts.append(f"took {_duration(st.get('elapsed_s'))}")
+    text = " · ".join(parts)
+    if st["state"] == "failed":
+        text += f"\n\n**Error:** {show_text(st.get('error') or 'unknown')}"
+    if st["state"] in ("finished", "stopped"):
+        text += "\n\nIts latest checkpoint is in the model picker as " \
+                f"**{run} (run)**; pick it to chat or write with it."
+    return text
+
+
+def curve_frame(st: dict) -> pd.DataFrame:
+    """The loss curve's points; typed columns even when empty (the plot needs numeric axes)."""
+    points = st.get("curve") or []
+    return pd.DataFrame({"step": pd.Series([p["step"] for p in points], dtype="int64"),
+                         "loss": pd.Series([p["loss"] for p in points], dtype="float64"),
+                         "split": pd.Series([p["split"] for p in points], dtype="object")})
+
+
+def samples_text(st: dict) -> str:
+    lines = []
+    for s in reversed(st.get("samples") or []):
+        lines.append(f"— step {s['step']} —\n{s['prompt']}{s['text']}")
+    return "\n\n".join(lines)
+
+
+def poll(wb: service.Workbench, seen: dict, current_model):
+    """Timer tick: status, curve, samples; the model list and resumable runs when they change.
+    `seen` (per browser tab) remembers what was sent, to skip unchanged outputs."""
+    st = wb.training_status()
+    seen = dict(seen or {})
+    key = (st.get("run"), st["state"], st.get("step"), len(st.get("curve") or []),
+           len(st.get("samples") or []), st.get("eta_s"))
+    changed = key != tuple(seen.get("key") or ())
+    seen["key"] = list(key)
+    choices = wb.model_choices()
+    models = gr.skip()
+    if [list(c) for c in choices] != seen.get("choices"):
+        seen["choices"] = [list(c) for c in choices]
+        specs = [spec for _, spec in choices]
+        models = gr.update(choices=choices,
+                           value=current_model if current_model in specs else wb.default_model())
+    runs = wb.resumable_runs()
+    resumable = gr.skip()
+    if runs != seen.get("runs"):
+        seen["runs"] = runs
+        resumable = gr.update(choices=runs, value=runs[0] if runs else None)
+    active = st["state"] in ACTIVE
+    timer = gr.Timer(1.0 if active else 4.0)
+    allowed = wb.training_policy().allowed
+    buttons = (gr.update(interactive=allowed and not active),
+               gr.update(interactive=allowed and active))
+    if not changed:
+        return (gr.skip(), gr.skip(), gr.skip(), models, resumable, seen, timer, *buttons)
+    return (status_markdown(st), curve_frame(st), samples_text(st), models, resumable, seen,
+            timer, *buttons)
+
+
+def preset_values(preset: str):
+    """The preset's hyperparameters, to fill the number fields."""
+    from engine.train import resolve_config
+
+    cfg = resolve_config({"data": "-", "out": "-"}, preset=preset)
+    return [getattr(cfg, f) for f in FIELDS]
+
+
+def start(wb: service.Workbench, preset, source, corpus, upload, hf_name, run_name, init_from,
+          *numbers):
+    if source not in SOURCES:
+        raise ValueError(f"data source must be one of: {', '.join(SOURCES)}; got {source!r}")
+    data = corpus if source == SOURCES[0] else None
+    upload = upload if source == SOURCES[1] else None
+    hf_name = hf_name if source == SOURCES[2] else None
+    if source == SOURCES[1] and not upload:
+        raise ValueError("upload a .txt or .jsonl file first (or choose another data source)")
+    if source == SOURCES[2] and not (hf_name or "").strip():
+        raise ValueError("type a Hugging Face dataset name, e.g. roneneldan/TinyStories")
+    init = None if init_from in (None, "", NEW_MODEL) else init_from
+    options = dict(zip(FIELDS, numbers))
+    st = wb.start_training(preset, data=data, upload=upload, hf_name=hf_name, run_name=run_name,
+                           init_from=init, **options)
+    gr.Info(f"Started training run {st['run']}.")
+    return status_markdown(st)
+
+
+def stop(wb: service.Workbench):
+    st = wb.stop_training()
+    return status_markdown(st)
+
+
+def resume(wb: service.Workbench, run_name, max_steps):
+    st = wb.resume_training(run_name, max_steps=max_steps)
+    gr.Info(f"Resumed training run {st['run']}.")
+    return status_markdown(st)
+
+
+def switch_source(source):
+    return [gr.update(visible=source == s) for s in SOURCES]
+
+
+def build(demo: gr.Blocks, wb: service.Workbench, controls: Controls) -> None:
+    policy = wb.training_policy()
+    allowed = policy.allowed
+    if not allowed:
+        gr.Markdown(f"**Training is turned off here.** {show_text(policy.reason)}",
+                    elem_id="train-disabled")
+    gr.Markdown(wb.device_notice(), elem_id="train-device")
+    presets = wb.training_presets()
+    default_preset = "cpu-demo" if any(p == "cpu-demo" for _, p in presets) else presets[0][1]
+    corpora = wb.training_data()
+    with gr.Row():
+        preset = gr.Dropdown(presets, value=default_preset, label="Preset", scale=3,
+                             info="A recipe: model shape, tokenizer and optimiser settings.",
+                             elem_id="train-preset", interactive=allowed)
+        run_name = gr.Textbox(label="Run name", placeholder="empty: preset and time",
+                              info="A folder under runs/; the model picker shows it.",
+                              elem_id="train-name", scale=2, interactive=allowed)
+    with gr.Row():
+        source = gr.Radio(list(SOURCES), value=SOURCES[0], label="Data", elem_id="train-source",
+                          interactive=allowed, scale=1)
+        with gr.Column(scale=2):
+            corpus = gr.Dropdown(corpora, value=corpora[0][1] if corpora else None,
+                                 label="Bundled corpus", elem_id="train-corpus",
+                                 interactive=allowed)
+            upload = gr.File(label="Text (.txt, .md) or instruction pairs (.jsonl: instruction, "
+                                   "input, output)", file_types=list(service.UPLOAD_SUFFIXES),
+                             type="filepath", visible=False, elem_id="train-upload",
+                             interactive=allowed)
+            hf_name = gr.Textbox(label="Hugging Face dataset", visible=False,
+                                 placeholder="roneneldan/TinyStories or wikitext:wikitext-2-raw-v1",
+                                 info="Streamed from the hub: needs the network.",
+                                 elem_id="train-hf", interactive=allowed)
+    init_choices = [NEW_MODEL] + [(label, spec) for label, spec in wb.model_choices()]
+    with gr.Accordion("Hyperparameters", open=False, elem_id="train-hyper"):
+        init_from = gr.Dropdown(init_choices, value=NEW_MODEL, label="Start from",
+                                info="A new model of the preset's shape, or fine-tune an existing "
+                                     "one (for instruction data).", elem_id="train-init",
+                                interactive=allowed)
+        values = preset_values(default_preset)
+        with gr.Row():
+            max_steps = gr.Number(values[0], label="Steps", precision=0, minimum=1,
+                                  elem_id="train-max-steps", interactive=allowed)
+            lr = gr.Number(values[1], label="Learning rate", minimum=0, elem_id="train-lr",
+                           interactive=allowed)
+            batch_size = gr.Number(values[2], label="Batch size (sequences)", precision=0,
+                                   minimum=1, elem_id="train-batch", interactive=allowed)
+            block_size = gr.Number(values[3], label="Context (tokens)", precision=0, minimum=8,
+                                   elem_id="train-block", interactive=allowed)
+    with gr.Row():
+        start_btn = gr.Button("Start training", variant="primary", elem_id="train-start",
+                              interactive=allowed)
+        stop_btn = gr.Button("Stop (saves a checkpoint)", variant="stop", elem_id="train-stop",
+                             interactive=False)
+    with gr.Accordion("Resume a run", open=False, elem_id="train-resume-box"):
+        with gr.Row():
+            runs = wb.resumable_runs()
+            resume_run = gr.Dropdown(runs, value=runs[0] if runs else None, label="Run",
+                                     elem_id="train-resume-run", interactive=allowed)
+            resume_steps = gr.Number(None, label="Train until step (empty: as before)",
+                                     precision=0, elem_id="train-resume-steps",
+                                     interactive=allowed)
+            resume_btn = gr.Button("Resume", elem_id="train-resume", interactive=allowed)
+
+    status = gr.Markdown("", elem_id="train-status")
+    curve = gr.LinePlot(curve_frame({}), x="step", y="loss",
+                        color="split", title="Loss", height=300, elem_id="train-curve",
+                        color_map={"train": "#6366f1", "validation": "#f97316"})
+    samples = gr.Textbox(label="Sample generations (newest first)", lines=6, max_lines=16,
+                         interactive=False, elem_id="train-samples")
+    seen = gr.State({})
+    timer = gr.Timer(1.0)
+
+    numbers = [max_steps, lr, batch_size, block_size]
+    source.change(switch_source, source, [corpus, upload, hf_name],
+                  api_visibility="undocumented", queue=False)
+    preset.change(guard(preset_values), preset, numbers, api_visibility="undocumented",
+                  queue=False)
+    start_btn.click(guard(partial(start, wb)),
+                    [preset, source, corpus, upload, hf_name, run_name, init_from, *numbers],
+                    status, api_name="train_start")
+    stop_btn.click(guard(partial(stop, wb)), None, status, api_name="train_stop")
+    resume_btn.click(guard(partial(resume, wb)), [resume_run, resume_steps], status,
+                     api_name="train_resume")
+    timer.tick(guard(partial(poll, wb)), [seen, controls.model],
+               [status, curve, samples, controls.model, resume_run, seen, timer, start_btn,
+                stop_btn], api_visibility="undocumented", show_progress="hidden")
+    gr.api(partial(_status_api, wb), api_name="train_status")
+
+
+def _status_api(wb: service.Workbench) -> dict:
+    """The training job's status as JSON (state, step, max_steps, loss, val_loss, tokens_per_s,
+    eta_s, curve, samples, ...)."""
+    return wb.training_status()
