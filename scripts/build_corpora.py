@@ -284,8 +284,8 @@ FUNC_Q = ["What does {n} do?", "What does {n} do in Python?", "How do I use {n}?
 CLASS_Q = ["What is {n}?", "What is {n} in Python?", "Explain the {n} class.",
            "What is {n} used for?", "Tell me about {n}.", "what is {n}"]
 DATA_Q = ["What is {n}?", "What does {n} hold?", "Explain {n}.", "What is {n} in Python?"]
-EXC_Q = ["What does {n} mean?", "When is {n} raised?", "I got a {n}. What does it mean?",
-         "What causes a {n}?", "why do I get {n}", "Explain the {n} exception."]
+EXC_Q = ["What does {n} mean?", "When is {n} raised?", "I got {a} {n}. What does it mean?",
+         "What causes {a} {n}?", "why do I get {n}", "Explain the {n} exception."]
 GLOSS_Q = ["What does {t} mean in Python?", "What does {t} mean?", "Define {t}.",
            "What is meant by {t}?", "Explain the term {t}.", "what does {t} mean"]
 TOPIC_Q = ["Explain {t}.", "How does {t} work in Python?", "Tell me about {t}.",
@@ -549,7 +549,8 @@ def _library_pairs(qa: QABuilder, body: ht.Node, page: str):
         gid = f"api:{page}:{name}"
         k = 3 if common else 1  # more phrasings for the builtins people ask about most
         if kind == "exception":
-            qa.variants(gid, "exception", EXC_Q, k + 1, ans, "exc", name, n=name)
+            a = "an" if name[0].lower() in "aeiou" and not name.startswith(("Uni", "Use")) else "a"
+            qa.variants(gid, "exception", EXC_Q, k + 1, ans, "exc", name, n=name, a=a)
         elif kind == "class":
             qa.variants(gid, "class", CLASS_Q, k, ans, "class", name, n=n)
         elif kind in {"data", "attribute"}:
