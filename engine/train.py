@@ -50,8 +50,8 @@ from .model import GPT
 from .tokenizer import BPETokenizer, GPT2Tokenizer, Tokenizer
 
 MAX_BLOCK_SIZE = 8192  # from-scratch context limit (a sanity bound: memory grows with T^2 in attention)
-RUN_FILES = ("train_config.json", "metrics.jsonl", "checkpoints", "tokenizer", "stop",
-             "job.json", "train.log")
+RUN_FILES = ("train_config.json", "metrics.jsonl", "checkpoints", "tokenizer", "stop")
+JOB_FILES = {"job.json", "train.log", "stop"}  # written by engine.jobs around a run
 
 
 @dataclass
@@ -239,7 +239,7 @@ def run_state(out: Path) -> str:
         return "empty"
     if not out.is_dir():
         return "other"
-    names = {p.name for p in out.iterdir()}
+    names = {p.name for p in out.iterdir()} - JOB_FILES
     if not names:
         return "empty"
     return "run" if names & {"train_config.json", "checkpoints", "metrics.jsonl"} else "other"
@@ -264,10 +264,8 @@ def check_run_dir(cfg: TrainConfig, resume: bool, force: bool) -> None:
 
 def clear_run(out: Path) -> None:
     """--force: delete a previous run's files (only the files a run writes)."""
-    for name in RUN_FILES:
+    for name in RUN_FILES:  # not job.json / train.log: the job runner starting this run owns them
         p = out / name
-        if name == "job.json":
-            continue  # the job runner owns it (and may be the one starting this run)
         if p.is_dir():
             shutil.rmtree(p)
         elif p.exists():
@@ -748,7 +746,7 @@ def _train(cfg, run, dist, resume, force, on_event, progress) -> dict:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_val:.4f}", lr=f"{lr:.2e}", refresh=False)
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
+            if step % cfg.log_every == 0 or step == cfg.max_steps or stop_any:
                 now = time.time()
                 tps = window_tokens / max(now - window_t, 1e-9)
                 window_t, window_tokens = now, 0
