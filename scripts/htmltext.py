@@ -196,6 +196,14 @@ def render_block(c: Node, skip=lambda node: False) -> list[str]:
                 rows.append(" | ".join(cells))
         return ["\n".join(rows)] if rows else []
     if tag == "dt":
+        if "sig" in c.classes:
+            # An API signature: "class `collections.Counter([iterable-or-mapping])`", the
+            # same spelling the Q/A answers lead with.
+            prop = " ".join(x.text() for x in c.children if isinstance(x, Node) and "property" in x.classes)
+            sig = "".join(x if isinstance(x, str) else ("" if "property" in x.classes else x.text())
+                          for x in c.children if isinstance(x, str) or not _skipped(x))
+            sig = _clean_inline(sig)
+            return [f"{prop} `{sig}`".strip()] if sig else []
         t = _clean_inline(_inline(c))
         return [t] if t else []
     if tag == "div" and "admonition" in c.classes:

@@ -171,13 +171,17 @@ SPHINX = """<html><body><div class="sphinxsidebar">Previous topic</div>
 </pre></div>
 <ul><li><p>one</p></li><li><p>two</p></li></ul>
 <p class="audit-hook">Raises an auditing event.</p>
+<dl class="py class"><dt class="sig sig-object py" id="m.C"><em class="property"><span>class</span><span> </span></em>
+<span class="sig-prename">m.</span><span class="sig-name">C</span>(<em>x</em>)<a class="headerlink" href="#m.C">\u00b6</a></dt>
+<dd><p>A class.</p></dd></dl>
 </section></div></body></html>"""
 
 
 def test_html_to_text_keeps_content_and_drops_chrome():
     body = ht.main_body(ht.parse(SPHINX))
     text = ht.blocks_to_text(ht.render_blocks(body))
-    assert text == "# Demo\n\nCall `f(x)` & smile.\n\n```\ndef f(x):\n    return x\n```\n\n- one\n- two"
+    assert text == ("# Demo\n\nCall `f(x)` & smile.\n\n```\ndef f(x):\n    return x\n```\n\n- one\n- two"
+                    "\n\nclass `m.C(x)`\n\nA class.")
 
 
 def test_html_without_sphinx_body_is_a_clear_error():
