@@ -1,0 +1,149 @@
+"""What the Chainlit app shows: chat profiles and their starters, the settings panel, the /train
+command's grammar and help. Chainlit objects are built here from engine data; no engine logic.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+import chainlit as cl
+from chainlit.input_widget import Select, Slider, TextInput
+
+from engine.service import LIMITS, MODES, SAMPLING_DEFAULTS
+
+# Engine mode -> (one-line description, starters as (label, message, icon)). The profile names
+# are the engine's names for the modes (service.MODES), the same as the Gradio app's.
+PROFILES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
+    "python": (
+        "Answers **Python programming** questions and politely declines anything else, "
+        "saying why.",
+        [("Reverse a list", "How do I reverse a list in Python?", "/public/icons/code.svg"),
+         ("Read a file", "How do I read a text file line by line?", "/public/icons/code.svg"),
+         ("Explain a traceback",
+          "What does TypeError: 'NoneType' object is not subscriptable mean?",
+          "/public/icons/bug.svg"),
+         ("Sort a dict", "How can I sort a dictionary by its values?", "/public/icons/code.svg")],
+    ),
+    "chat": (
+        "Talk about anything with the selected model; no topic filter.",
+        [("Say hello", "Hello! What can you tell me about yourself?", "/public/icons/chat.svg"),
+         ("A fun fact", "Tell me something interesting about the sea.", "/public/icons/chat.svg"),
+         ("Plan a day", "What should I do on a rainy Sunday?", "/public/icons/chat.svg")],
+    ),
+    "story": (
+        "Type the opening of a story; the model writes what comes next.",
+        [("A dragon", "Once upon a time, a small dragon who was afraid of fire",
+          "/public/icons/book.svg"),
+         ("The storm", "The storm had raged for three days when the lighthouse keeper",
+          "/public/icons/book.svg"),
+         ("A letter", "When Anna opened the old letter, she read:", "/public/icons/book.svg")],
+    ),
+}
+DEFAULT_MODE = "python"
+
+
+def chat_profiles() -> list[cl.ChatProfile]:
+    return [
+        cl.ChatProfile(
+            name=MODES[mode], markdown_description=description, default=(mode == DEFAULT_MODE),
+            icon=starters[0][2],
+            starters=[cl.Starter(label=label, message=message, icon=icon)
+                      for label, message, icon in starters] + [TRAIN_STARTER])
+        for mode, (description, starters) in PROFILES.items()
+    ]
+
+
+# Every profile's last starter opens the training help (the /train command with no options).
+TRAIN_STARTER = cl.Starter(label="Train a model", message="help", command="train",
+                           icon="/public/icons/train.svg")
+
+
+def mode_of(profile: str | None) -> str:
+    """The engine mode for a chat profile's name (none or an unknown one: the default mode)."""
+    return next((mode for mode, name in MODES.items() if name == profile), DEFAULT_MODE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings panel. Values arrive as the widgets' raw values; the engine validates them.
+
+SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "repetition_penalty", "max_new_tokens", "seed")
+_LABELS = {"temperature": "Temperature", "top_k": "Top-k", "top_p": "Top-p",
+           "repetition_penalty": "Repetition penalty", "max_new_tokens": "Max new tokens"}
+
+
+def settings_widgets(choices: list[tuple[str, str]], values: dict) -> list:
+    """The settings panel: the model picker, then a slider per sampling control (ranges, steps,
+    defaults and help from engine.service.LIMITS, the same as the Gradio app) and the seed.
+
+    choices: (label, spec) pairs in picker order. values: the current settings (missing keys take
+    the defaults), so re-sending the panel, e.g. after a training run adds a model, keeps what
+    the person chose.
+    """
+    v = {**SAMPLING_DEFAULTS, **{k: x for k, x in values.items() if x is not None}}
+    items = {label: spec for label, spec in choices}
+    model = v.get("model")
+    if model not in items.values():
+        model = choices[0][1] if choices else None
+    widgets = [Select(id="model", label="Model", items=items, initial_value=model,
+                      description="Bundled models, your finished training runs, and GPT-2 from "
+                                  "the Hugging Face hub (hub models need the network the first "
+                                  "time).")]
+    for name, label in _LABELS.items():
+        lo, hi, step, _default, help_text = LIMITS[name]
+        widgets.append(Slider(id=name, label=label, initial=v[name], min=lo, max=hi, step=step,
+                              description=help_text))
+    seed = v.get("seed")
+    widgets.append(TextInput(id="seed", label="Seed", initial="" if seed is None else str(seed),
+                             placeholder="random", description=LIMITS["seed"][4]))
+    return widgets
+
+
+def sampling_values(settings: dict) -> dict:
+    """The sampling part of the settings, as keyword arguments for service.sampling_params()."""
+    return {name: settings.get(name) for name in SAMPLING_FIELDS}
+
+
+# ---------------------------------------------------------------------------------------------
+# The /train command: `/train [preset] [key=value ...]`.
+
+
+@dataclass(frozen=True)
+class TrainCommand:
+    help: bool  # no options given, or "help": show what can be set
+    options: dict  # raw key -> string value; the engine validates and converts
+
+
+def parse_train_command(text: str) -> TrainCommand:
+    """Parse what follows /train. Raises ValueError naming the bad part.
+
+    `/train`            -> help
+    `/train tiny`       -> preset=tiny
+    `/train preset=mini steps=300 data=data/stories lr=3e-4`
+    """
+    text = (text or "").strip()
+    if text.startswith("/train"):
+        text = text[len("/train"):]
+    try:
+        parts = shlex.split(text)
+    except ValueError as e:
+        raise ValueError(f"cannot read the /train options ({e}); quote values that hold "
+                         "spaces, e.g. data=\"my texts/a.txt\"") from None
+    if not parts or parts == ["help"]:
+        return TrainCommand(help=True, options={})
+    options: dict[str, str] = {}
+    for i, part in enumerate(parts):
+        if "=" not in part:
+            if i == 0:
+                options["preset"] = part
+                continue
+            raise ValueError(f"/train option {part!r} needs a value, like {part}=...; "
+                             "write options as key=value")
+        key, _, value = part.partition("=")
+        key = key.strip().lower().replace("-", "_")
+        if not key or not value:
+            raise ValueError(f"/train option {part!r} is incomplete; write key=value")
+        if key in options:
+            raise ValueError(f"/train option {key!r} is given twice")
+        options[key] = value
+    return TrainCommand(help=False, options=options)

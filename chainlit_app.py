@@ -1,0 +1,274 @@
+"""GPT Workbench as a chat product: `chainlit run chainlit_app.py` (add --headless to not open a
+browser, --host/--port to choose where it listens).
+
+A thin layer over engine.service, the facade the Gradio app uses too: chat profiles are the
+engine's modes (Python assistant, Free chat, Story), the settings panel feeds
+service.sampling_params(), replies come from Workbench.chat()/story(), and training goes through
+the same engine job runner (see app/chainlit_training.py). This file turns Chainlit events into
+those calls and their results into messages; it holds no logic the Gradio app also needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:  # chainlit imports this file by path; engine/ and app/ live beside it
+    sys.path.insert(0, str(ROOT))
+
+import chainlit as cl  # noqa: E402
+from chainlit.config import config as chainlit_config  # noqa: E402
+
+from app import chainlit_training as training  # noqa: E402
+from app.chainlit_widgets import (  # noqa: E402
+    chat_profiles,
+    mode_of,
+    parse_train_command,
+    sampling_values,
+    settings_widgets,
+)
+from engine import service  # noqa: E402
+from engine.errors import USER_ERRORS  # noqa: E402
+
+log = logging.getLogger("workbench.chainlit")
+
+# One Workbench (one model cache) for every session of this server. Training is offered only when
+# the server is not reachable from other machines, unless its owner opts in (service policy).
+# WORKBENCH_DATA points the training corpora elsewhere than data/ (as WORKBENCH_CHECKPOINTS and
+# WORKBENCH_RUNS do for models and runs; the tests use small ones).
+wb = service.configure(exposed=service.is_exposed(chainlit_config.run.host),
+                       data_dir=os.environ.get("WORKBENCH_DATA") or None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Session start: profile, settings panel, commands; re-attach to a running training job.
+
+
+@cl.set_chat_profiles
+async def _profiles(user=None, language=None):
+    return chat_profiles()
+
+
+@cl.on_chat_start
+async def start() -> None:
+    mode = mode_of(cl.user_session.get("chat_profile"))
+    cl.user_session.set("history", [])
+    values = {**service.SAMPLING_DEFAULTS, "model": wb.default_model(mode)}
+    await cl.ChatSettings(settings_widgets(wb.model_choices(), values)).send()
+    await cl.context.emitter.set_commands(training.COMMANDS)
+    await training.reattach(wb)
+
+
+@cl.on_chat_end
+async def end() -> None:
+    cancel_generation()
+    training.detach()
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings: validated when changed (a clear message for a bad seed), applied to the next message.
+
+
+@cl.on_settings_update
+async def settings_changed(settings: dict) -> None:
+    try:
+        service.sampling_params(**sampling_values(settings))
+        spec = wb.resolve(settings.get("model"))
+    except USER_ERRORS as e:
+        await error(f"Settings not valid: {e}")
+        return
+    if spec != cl.user_session.get("loaded_model"):
+        cl.user_session.set("loaded_model", spec)
+        try:  # load now, so the next reply does not wait, and say what the model is
+            about = await asyncio.to_thread(wb.describe, spec)
+        except USER_ERRORS as e:
+            await error(f"Cannot load that model: {e}")
+            return
+        await cl.Message(content=f"Model: **{label_of(spec)}** · {about}",
+                         author="Settings").send()
+
+
+def label_of(spec: str) -> str:
+    return next((label for label, s in wb.model_choices() if s == spec), spec)
+
+
+def current_settings() -> dict:
+    return cl.user_session.get("chat_settings") or {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages: /train goes to training; everything else to the profile's mode.
+
+
+@cl.on_message
+async def on_message(message: cl.Message) -> None:
+    text = message.content or ""
+    if message.command == "train" or text.lstrip().startswith("/train"):
+        try:
+            command = parse_train_command(text if message.command != "train" else "/train " + text)
+        except ValueError as e:
+            await error(str(e))
+            return
+        await training.handle_command(wb, command)
+        return
+    await reply_to(text)
+
+
+async def reply_to(text: str) -> None:
+    mode = mode_of(cl.user_session.get("chat_profile"))
+    settings = current_settings()
+    history = cl.user_session.get("history") or []
+    cancel = threading.Event()
+    cl.user_session.set("cancel", cancel)
+    try:
+        params = service.sampling_params(**sampling_values(settings))
+        spec = settings.get("model") or wb.default_model(mode)
+        if mode == "story":
+            reply = await asyncio.to_thread(wb.story, text, spec, params, cancel)
+        else:
+            reply = await asyncio.to_thread(wb.chat, text, history, mode, spec, params, cancel)
+    except USER_ERRORS as e:
+        await error(str(e))
+        return
+
+    if reply.refused:
+        await cl.Message(content=f"{reply.refusal}\n\n> **Why:** {md_text(reply.reason)}").send()
+        if mode != "story":
+            history += [{"role": "user", "content": text},
+                        {"role": "assistant", "content": reply.refusal}]
+        return
+
+    msg = cl.Message(content="")
+    answer = ""
+    try:
+        answer = await stream_into(msg, reply)
+    except asyncio.CancelledError:  # the stop button: keep what was written, then let go
+        cancel.set()
+        answer = msg.content
+        await msg.update()
+        raise
+    except USER_ERRORS as e:
+        await error(str(e))
+        return
+    finally:
+        if mode != "story" and answer:
+            history += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
+            cl.user_session.set("history", history)
+    footer = reply_footer(reply, mode)
+    if footer:
+        await msg.stream_token(footer)
+    if not msg.content:
+        msg.content = "*(the model ended its answer without writing anything; try again, or " \
+                      "raise the temperature)*"
+    await msg.send()
+
+
+async def stream_into(msg: cl.Message, reply) -> str:
+    """Stream the reply's text deltas into msg; returns the model's raw text.
+
+    Each token is produced in a worker thread (the event loop keeps serving other sessions); the
+    cancel event is checked by the engine between tokens, and once this coroutine is cancelled
+    no further token is asked for, so the stop button ends generation within a token.
+    """
+    tokens = iter(reply)
+    raw = []
+    safe = MarkdownGuard()
+    while True:
+        delta = await asyncio.to_thread(next, tokens, None)
+        if delta is None:
+            return "".join(raw)
+        raw.append(delta)
+        await msg.stream_token(safe(delta))
+
+
+def reply_footer(reply, mode: str) -> str:
+    stats = reply.stats
+    if stats is None:
+        return ""
+    lines = [f"_{n}_" for n in stats.notices]
+    if mode == "story" or stats.finish_reason == "length":
+        tail = f"{stats.new_tokens} tokens · {stats.tokens_per_s:.0f} tokens/s"
+        if stats.finish_reason == "length":
+            tail += " · stopped at the max new tokens setting"
+        lines.append(f"_{tail}_")
+    return ("\n\n" + "\n\n".join(lines)) if lines else ""
+
+
+@cl.on_stop
+async def on_stop() -> None:
+    cancel_generation()
+
+
+def cancel_generation() -> None:
+    cancel = cl.user_session.get("cancel")
+    if cancel is not None:
+        cancel.set()
+
+
+# ---------------------------------------------------------------------------------------------
+# Showing untrusted text. Chainlit escapes HTML (unsafe_allow_html = false in
+# .chainlit/config.toml); markdown images are the one thing left that would make the browser
+# fetch something a model wrote, so they are shown as text.
+
+
+class MarkdownGuard:
+    """Escapes "![" (a markdown image) in streamed text, across delta boundaries."""
+
+    def __init__(self) -> None:
+        self.last = ""
+
+    def __call__(self, delta: str) -> str:
+        if not delta:
+            return delta
+        out = delta.replace("![", "!\\[")
+        if self.last == "!" and out.startswith("["):
+            out = "\\" + out
+        self.last = delta[-1]
+        return out
+
+
+def md_text(text: str) -> str:
+    """Plain text for a markdown line (the filter's reason may quote the question)."""
+    return MarkdownGuard()(text.replace("\n", " "))
+
+
+async def error(text: str) -> None:
+    """A problem a person can act on, shown as a message (never a traceback)."""
+    await cl.ErrorMessage(content=text, author="Workbench").send()
+
+
+# ---------------------------------------------------------------------------------------------
+# Training: the action buttons that training messages carry.
+
+
+@cl.action_callback("train_start")
+async def _train_start(action: cl.Action) -> None:
+    await training.start(wb, dict(action.payload or {}))
+
+
+@cl.action_callback("train_stop")
+async def _train_stop(action: cl.Action) -> None:
+    await training.stop(wb)
+
+
+@cl.action_callback("train_help")
+async def _train_help(action: cl.Action) -> None:
+    await training.show_help(wb)
+
+
+@cl.action_callback("use_model")
+async def _use_model(action: cl.Action) -> None:
+    spec = (action.payload or {}).get("spec")
+    settings = {**current_settings(), "model": spec}
+    try:
+        wb.resolve(spec)
+    except USER_ERRORS as e:
+        await error(str(e))
+        return
+    await cl.ChatSettings(settings_widgets(wb.model_choices(), settings)).send()
+    await settings_changed(settings)
