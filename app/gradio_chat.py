@@ -48,6 +48,11 @@ def display(history: list) -> list:
     return out
 
 
+def _copy(history: list) -> list:
+    """A snapshot to yield (the handler goes on changing its own list while it streams)."""
+    return [dict(m) for m in history]
+
+
 def examples_for(mode_label: str) -> list[dict]:
     return [{"text": t} for t in EXAMPLES[MODE_LABELS.get(mode_label, "python")]]
 
@@ -75,19 +80,19 @@ def respond(wb: service.Workbench, message, history, mode_label, model, *samplin
     message = service.clean_text(message, "message")
     service.clean_history(before)
     history = before + [{"role": "user", "content": message}]
-    yield display(history), history, _busy(), ""  # show the question at once
+    yield display(history), _copy(history), _busy(), ""  # show the question at once
     cancel = threading.Event()
     try:
         reply = wb.chat(message, before, mode, model, params, cancel=cancel)
     except Exception:
-        yield display(before), before, _idle(message), ""  # give the question back
+        yield display(before), _copy(before), _idle(message), ""  # give the question back
         raise
     if reply.refused:
         history.append({"role": "assistant", "content": reply.refusal})
         history.append({"role": "assistant",
                         "content": reply.reason or "not a programming question",
                         "metadata": {"title": REASON_TITLE}})
-        yield display(history), history, _idle(""), "Declined without calling the model."
+        yield display(history), _copy(history), _idle(""), "Declined without calling the model."
         return
     history.append({"role": "assistant", "content": ""})
     throttle = Throttle()
@@ -95,12 +100,12 @@ def respond(wb: service.Workbench, message, history, mode_label, model, *samplin
         for delta in reply:
             history[-1]["content"] += delta
             if throttle.ready():
-                yield display(history), history, _busy(), ""
+                yield display(history), _copy(history), _busy(), ""
     finally:
         cancel.set()  # a stop click closes this generator; end the engine's stream too
     if not history[-1]["content"].strip():
         history[-1]["content"] = "(the model ended its answer without writing anything)"
-    yield display(history), history, _idle(""), stats_line(reply.stats)
+    yield display(history), _copy(history), _idle(""), stats_line(reply.stats)
 
 
 def retry(wb, history, mode_label, model, *sampling):

@@ -363,15 +363,13 @@ class Workbench:
 
     def training_data(self) -> list[tuple[str, str]]:
         """(label, path) of the corpora that ship with the repository (data/*/ text and JSONL)."""
-        from .data import SKIP_NAMES
-
         root = self.data_dir
         found = []
         if root.is_dir():
             # Stories first: the quickest to show a falling loss.
             for f in sorted(root.glob("*/*"), key=lambda f: (f.parent.name != "stories", str(f))):
-                if f.suffix.lower() in (".txt", ".jsonl") and f.name not in SKIP_NAMES \
-                        and not f.name.upper().startswith(("LICENSE", "README", "NOTICE")):
+                if f.suffix.lower() in (".txt", ".jsonl") and \
+                        not f.name.upper().startswith(("LICENSE", "README", "NOTICE", "SOURCES")):
                     kind = "instructions" if f.suffix.lower() == ".jsonl" else "text"
                     size = f.stat().st_size / 1e6
                     found.append((f"{f.parent.name}/{f.name} ({kind}, {size:.1f} MB)", str(f)))

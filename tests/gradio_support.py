@@ -1,0 +1,58 @@
+"""Helpers for the Gradio tests: tiny checkpoints, a Workbench over them, a server on loopback."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import torch
+
+from engine.checkpoint import save_checkpoint
+from engine.config import GPTConfig
+from engine.model import GPT
+from engine.tokenizer import GPT2Tokenizer
+
+TINY = dict(n_layer=2, n_head=2, n_embd=32)
+STORY_TEXT = ("Once upon a time there was a little cat who liked to sit in the sun. "
+              "The dog ran to the park and played with a red ball all day long.\n") * 150
+
+
+def make_checkpoints(root: Path) -> Path:
+    """checkpoints/{python,story}: random 2-layer, 32-dim GPT-2-vocabulary models."""
+    tok = GPT2Tokenizer()
+    for seed, name, block in ((1, "python", 128), (2, "story", 64)):
+        torch.manual_seed(seed)
+        model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=block, **TINY))
+        save_checkpoint(root / "checkpoints" / name, model, tok, card=f"tiny {name} test model")
+    return root / "checkpoints"
+
+
+def make_data(root: Path) -> Path:
+    """data/stories/tiny.txt: a small corpus that trains in seconds."""
+    d = root / "data" / "stories"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "tiny.txt").write_text(STORY_TEXT, encoding="utf-8")
+    return root / "data"
+
+
+def make_workbench(root: Path, **kwargs):
+    from engine import service
+
+    return service.Workbench(runs_dir=root / "runs", bundled_dir=make_checkpoints(root),
+                             data_dir=make_data(root), **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(wb):
+    """Build the app over wb and serve it on a free loopback port; returns (demo, url)."""
+    from app.gradio_app import build_demo, launch
+
+    demo = build_demo(wb)
+    port = free_port()
+    launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
+    return demo, f"http://127.0.0.1:{port}/"

@@ -1,0 +1,185 @@
+"""The Gradio handlers as plain functions (no server): chat, story, explorer, train tab."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+
+from app import gradio_chat as chat
+from app import gradio_explorer, gradio_story as story, gradio_train as train
+from app.gradio_common import guard, show_text, stats_line
+from engine import service as S
+from gradio_support import make_workbench
+
+FAST = [0.8, 50, 0.95, 1.1, 10, 1]  # temperature, top_k, top_p, repetition, max_new_tokens, seed
+
+
+@pytest.fixture(scope="module")
+def wb(tmp_path_factory):
+    return make_workbench(tmp_path_factory.mktemp("handlers"))
+
+
+def run(gen):
+    return list(gen)
+
+
+def test_guard_turns_errors_into_messages():
+    def bad(x):
+        raise ValueError("top_p must be in (0, 1], got 1.5")
+
+    with pytest.raises(gr.Error, match=r"Top_p must be in \(0, 1\], got 1.5"):
+        guard(bad)(1)
+
+    def gen():
+        yield 1
+        raise RuntimeError("boom")
+
+    wrapped = guard(gen)
+    it = wrapped()
+    assert next(it) == 1
+    with pytest.raises(gr.Error, match="Something went wrong \\(RuntimeError: boom\\)"):
+        next(it)
+
+
+def test_chat_streams_and_keeps_raw_history(wb):
+    model = wb.default_model("python")
+    msg = "How do I print <b>bold</b> in Python? <script>alert(1)</script>"
+    outs = run(chat.respond(wb, msg, [], "Free chat", model, *FAST))
+    first_display, first_state = outs[0][0], outs[0][1]
+    assert first_state == [{"role": "user", "content": msg}]  # the question shows at once
+    assert "&lt;script&gt;" in first_display[0]["content"]  # displayed as text
+    display, state, textbox, stats = outs[-1]
+    assert [m["role"] for m in state] == ["user", "assistant"]
+    assert state[0]["content"] == msg  # the raw text is what the engine sees next time
+    assert state[1]["content"]
+    assert display[1]["content"] == show_text(state[1]["content"])
+    assert "tokens/s" in stats
+    assert textbox["value"] == "" and textbox["interactive"] is True
+
+
+def test_chat_refusal_with_reason(wb):
+    outs = run(chat.respond(wb, "What is the best pizza in Rome?", [], "Python assistant",
+                            wb.default_model(), *FAST))
+    display, state, _, stats = outs[-1]
+    assert state[1]["content"].startswith("Sorry, I'm a Python assistant")
+    assert state[2]["metadata"] == {"title": chat.REASON_TITLE} and state[2]["content"]
+    assert "without calling the model" in stats
+
+
+def test_chat_errors_leave_the_conversation_as_it_was(wb):
+    with pytest.raises(ValueError, match="empty"):
+        run(chat.respond(wb, "   ", [], "Free chat", wb.default_model(), *FAST))
+    with pytest.raises(ValueError, match="top_p must be between"):
+        run(chat.respond(wb, "hi", [], "Free chat", wb.default_model(), 0.8, 50, 1.5, 1.1, 10, 1))
+    with pytest.raises(ValueError, match="unknown chat mode"):
+        run(chat.respond(wb, "hi", [], "Poetry", wb.default_model(), *FAST))
+    # A model that cannot load (hub, offline): the question goes back in the textbox.
+    gen = chat.respond(wb, "hello", [], "Free chat", "gpt2", *FAST)
+    shown = next(gen)
+    assert shown[1][-1]["content"] == "hello"
+    restored = next(gen)
+    assert restored[1] == [] and restored[2]["value"] == "hello"
+    with pytest.raises(S.ModelLoadError):
+        next(gen)
+
+
+def test_retry_undo_clear(wb):
+    history = run(chat.respond(wb, "Tell me a story", [], "Free chat", wb.default_model(),
+                               *FAST))[-1][1]
+    again = run(chat.retry(wb, history, "Free chat", wb.default_model(), *FAST))[-1][1]
+    assert [m["role"] for m in again] == ["user", "assistant"]
+    assert again[0]["content"] == "Tell me a story"
+    display, state, textbox = chat.undo(again)
+    assert state == [] and display == [] and textbox["value"] == "Tell me a story"
+    with pytest.raises(ValueError, match="nothing to retry"):
+        run(chat.retry(wb, [], "Free chat", wb.default_model(), *FAST))
+    assert chat.clear()[:2] == ([], [])
+
+
+def test_display_escapes_and_keeps_notes():
+    shown = chat.display([{"role": "assistant", "content": "<img src=x onerror=alert(1)>"},
+                          {"role": "assistant", "content": "why", "metadata": {"title": "t"}}])
+    assert shown[0]["content"] == "&lt;img src=x onerror=alert(1)&gt;"
+    assert shown[1]["metadata"] == {"title": "t"}
+
+
+def test_story_and_explorer(wb):
+    model = wb.default_model("story")
+    outs = run(story.write(wb, "Once upon a time", model, *FAST))
+    text, stats = outs[-1]
+    assert text and "tokens/s" in stats
+    html, opened = story.explore(wb, "Once upon a time", text, 5, model, *FAST)
+    assert opened is True and html.count("<tr") >= 1 + 5  # header + at least 5 candidates
+    assert "top-k" in html and "temperature" in html
+    assert story.follow(wb, False, "x", "", 5, model, *FAST) == (gr.skip(), False)
+    assert story.follow(wb, True, "x", "", 5, model, *FAST)[1] is True
+    new_story, chart, _ = story.add_token(wb, "Once upon a time", "", 5, model, *FAST)
+    assert new_story and "<table" in chart
+    with pytest.raises(ValueError, match="story opening is empty"):
+        run(story.write(wb, "", model, *FAST))
+    with pytest.raises(ValueError, match="the story opening is 100,000 characters long"):
+        run(story.write(wb, "x" * 100_000, model, *FAST))
+    assert story.continue_story("A", "B") == ("AB", "")
+
+
+def test_explorer_chart_escapes_tokens():
+    params = S.sampling_params(top_k=1)
+    result = {"tokens": ["<script>alert(1)</script>", "␣ok"], "token_ids": [1, 2],
+              "stages": [{"name": "raw", "probs": [0.6, 0.4]},
+                         {"name": "top-k", "probs": [1.0, 0.0]}],
+              "context_tokens": 3, "truncated": True}
+    html = gradio_explorer.render(result, params)
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "removed" in html and "100.0%" in html and "context window" in html
+
+
+def test_stats_line_groups_repeated_notices():
+    class Stats:
+        new_tokens, tokens_per_s, finish_reason = 5, 12.5, "length"
+        notices = ["Reached the window <x>"] * 3
+
+    line = stats_line(Stats())
+    assert "5 tokens · 12.5 tokens/s" in line and "(×3)" in line and "&lt;x&gt;" in line
+
+
+def test_train_views():
+    assert "No training job yet" in train.status_markdown({"state": "idle"})
+    running = {"state": "running", "run": "r1", "step": 20, "max_steps": 100, "loss": 2.5,
+               "val_loss": 2.7, "tokens_per_s": 1234.0, "eta_s": 65,
+               "curve": [{"step": 10, "loss": 3.0, "split": "train"},
+                         {"step": 20, "loss": 2.7, "split": "validation"}],
+               "samples": [{"step": 10, "prompt": "Once", "text": " upon"}]}
+    md = train.status_markdown(running)
+    for part in ("**r1**: running", "step 20 / 100", "loss 2.5000", "validation loss 2.7000",
+                 "1,234 tokens/s", "ETA 1:05"):
+        assert part in md
+    frame = train.curve_frame(running)
+    assert list(frame.columns) == ["step", "loss", "split"] and len(frame) == 2
+    assert str(train.curve_frame({}).dtypes["loss"]) == "float64"
+    assert "— step 10 —\nOnce upon" in train.samples_text(running)
+    failed = train.status_markdown({"state": "failed", "run": "r", "error": "<bad> data"})
+    assert "&lt;bad&gt; data" in failed
+    done = train.status_markdown({"state": "finished", "run": "r", "step": 5, "max_steps": 5})
+    assert "model picker" in done
+
+
+def test_train_start_checks_the_form(wb):
+    preset = "cpu-demo"
+    with pytest.raises(ValueError, match="upload a .txt or .jsonl file first"):
+        train.start(wb, preset, train.SOURCES[1], None, None, "", "", train.NEW_MODEL,
+                    5, 0.001, 2, 16)
+    with pytest.raises(ValueError, match="type a Hugging Face dataset name"):
+        train.start(wb, preset, train.SOURCES[2], None, None, " ", "", train.NEW_MODEL,
+                    5, 0.001, 2, 16)
+    with pytest.raises(ValueError, match="data source must be one of"):
+        train.start(wb, preset, "FTP", None, None, "", "", train.NEW_MODEL, 5, 0.001, 2, 16)
+    assert train.preset_values(preset)[0] > 0
+
+
+def test_poll_skips_what_did_not_change(wb):
+    outs = train.poll(wb, {}, wb.default_model())
+    status, curve, samples, models, runs, seen, timer, start_btn, stop_btn = outs
+    assert "No training job yet" in status
+    assert models["choices"] and start_btn["interactive"] is True
+    again = train.poll(wb, seen, wb.default_model())
+    assert again[:5] == (gr.skip(),) * 5  # nothing changed: nothing sent
