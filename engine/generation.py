@@ -94,7 +94,11 @@ class TextStream:
             log.warning(stats.notices[-1])
             ids = ids[-keep:]
 
-        context = torch.tensor(ids, dtype=torch.long, device=device)  # tokens now in the cache
+        # Token ids in context, preallocated (one slot past the window for the token that fills
+        # it) so each step writes one id instead of concatenating a new tensor.
+        tokens = torch.empty(block + 1, dtype=torch.long, device=device)
+        n = len(ids)
+        tokens[:n] = torch.tensor(ids, dtype=torch.long)
         cache = KVCache(model.config, 1, block, device, param.dtype)
         sampler = Sampler(params, device)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -103,14 +107,14 @@ class TextStream:
         max_stop = max((len(s) for s in params.stop), default=0)
 
         with torch.inference_mode():
-            logits = model(context.view(1, -1), cache=cache, last_only=True)[0][0, -1]
+            logits = model(tokens[:n].view(1, -1), cache=cache, last_only=True)[0][0, -1]
         stats.prefill_s = time.perf_counter() - t0
         stats.finish_reason = "length"
         for _ in range(params.max_new_tokens):
             if self._cancelled():
                 stats.finish_reason = "cancelled"
                 break
-            history = context[-window:] if window else context
+            history = tokens[max(0, n - window) if window else 0:n]
             with torch.inference_mode():
                 token = sampler(logits, history)
             if token == self.tokenizer.eot_id:
@@ -135,18 +139,21 @@ class TextStream:
             if stats.new_tokens == params.max_new_tokens:
                 break  # skip the forward pass for a token we would not use
             with torch.inference_mode():
-                context = torch.cat([context, context.new_tensor([token])])
+                tokens[n] = token
+                n += 1
                 if cache.pos >= block:
                     # Window full: re-encode the most recent half and continue from there.
-                    context = context[-(block // 2):]
+                    keep = block // 2
+                    tokens[:keep] = tokens[n - keep:n].clone()
+                    n = keep
                     cache.reset()
                     stats.notices.append(
                         f"Reached the {block}-token context window; continuing from the last "
-                        f"{context.numel()} tokens.")
+                        f"{keep} tokens.")
                     log.info(stats.notices[-1])
-                    logits = model(context.view(1, -1), cache=cache, last_only=True)[0][0, -1]
+                    logits = model(tokens[:n].view(1, -1), cache=cache, last_only=True)[0][0, -1]
                 else:
-                    logits = model(context[-1:].view(1, 1), cache=cache, last_only=True)[0][0, -1]
+                    logits = model(tokens[n - 1:n].view(1, 1), cache=cache, last_only=True)[0][0, -1]
         if stats.finish_reason != "stop":
             pending += decoder.decode(b"", final=True)
         stats.elapsed_s = time.perf_counter() - t0

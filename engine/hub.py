@@ -14,6 +14,7 @@ This module does not import transformers; it reads and writes the files directly
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import torch
@@ -114,9 +115,12 @@ def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], Path]:
             if not isinstance(state, dict):
                 raise ModelLoadError(f"{pt}: expected a dict of tensors, got {type(state).__name__}")
             return state, pt
-    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
-        if isinstance(e, ModelLoadError):
-            raise
+    except ModelLoadError:
+        raise
+    except pickle.UnpicklingError as e:
+        raise ModelLoadError(f"{pt}: refused: it holds something other than tensors, and "
+                             f"loading it could run code ({str(e).splitlines()[0]})") from None
+    except (SafetensorError, OSError, RuntimeError, ValueError, EOFError) as e:
         bad = single if single.is_file() else index if index.is_file() else pt
         raise ModelLoadError(f"{bad}: cannot be read, truncated or corrupt? ({e})") from None
     raise ModelLoadError(f"{path}: no weights (expected one of {', '.join(WEIGHT_FILES)})")

@@ -149,8 +149,9 @@ class GPT(nn.Module):
             raise ValueError(
                 f"sequence of {start + T} tokens exceeds the context window of {self.config.block_size}"
             )
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        # Positions start..start+T-1 are consecutive: a slice of the table, no index lookup.
+        pos_emb = self.transformer.wpe.weight[start:start + T]
+        x = self.transformer.drop(self.transformer.wte(idx) + pos_emb)
         for i, block in enumerate(self.transformer.h):
             x = block(x, cache, i)
         if cache is not None:
@@ -158,7 +159,7 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(x)
         if targets is not None:
             logits = self.lm_head(x)
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1),
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
                                    ignore_index=-100)
             return logits, loss
         if last_only:

@@ -120,10 +120,13 @@ class Temperature:
         if self.temperature in (0.0, 1.0):
             return logits
         scaled = logits / self.temperature
-        if torch.isposinf(scaled).any():
-            # A tiny temperature overflowed the top logits to +inf (softmax would give NaN).
-            # Shift by the max first: the same distribution, and the others go to -inf instead.
-            scaled = (logits - logits.max(dim=-1, keepdim=True).values) / self.temperature
+        if torch.isposinf(scaled).any() or torch.isnan(scaled).any():
+            # A tiny temperature overflowed the top logits to +inf (softmax would give NaN), or
+            # is below float32's range and became 0. Shift by the max first (the same
+            # distribution; the top logit becomes 0) and divide in float64, where any
+            # temperature the validator accepts is nonzero: the others go to -inf instead.
+            shifted = logits.double() - logits.double().max(dim=-1, keepdim=True).values
+            scaled = (shifted / self.temperature).to(logits.dtype)
         return scaled
 
 
@@ -187,16 +190,20 @@ class Sampler:
         logits = self.penalty(logits.float(), history)
         if p.greedy:
             return int(torch.argmax(logits))
-        logits = Temperature(p.temperature)(logits, history)
         if 0 < p.top_k < logits.size(-1):
-            # Fast path: after top-k only k candidates remain, so do top-p and the draw on those
-            # k values instead of sorting the whole vocabulary. Identical results, unless more
-            # than k logits tie at the k-th value: then fall back to the full-vocabulary path.
-            values, indices = torch.topk(logits, p.top_k)
-            if int((logits >= values[-1]).sum()) == p.top_k:
+            # Fast path: after top-k only k candidates remain, so apply temperature and top-p
+            # and draw on those k values instead of scaling and sorting the whole vocabulary.
+            # Temperature (> 0) keeps the order, so taking the top k first picks the same tokens.
+            # Identical results, unless more than k logits tie at the k-th value: then fall
+            # back to the full-vocabulary path, which keeps every tied token as transformers does.
+            # One more than k tells whether the k-th value is tied with the rest.
+            values, indices = torch.topk(logits, p.top_k + 1)
+            if bool(values[-1] < values[-2]):
+                values = Temperature(p.temperature)(values[:-1], history)
                 values = TopP(p.top_p)(values, history)
                 choice = torch.multinomial(values.softmax(-1), 1, generator=self.generator)
-                return int(indices[choice])
+                return int(indices[int(choice)])
+        logits = Temperature(p.temperature)(logits, history)
         logits = TopP(p.top_p)(TopK(p.top_k)(logits, history), history)
         return int(torch.multinomial(logits.softmax(-1), 1, generator=self.generator))
 

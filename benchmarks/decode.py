@@ -1,0 +1,152 @@
+"""Decode speed: our streaming generation against transformers' generate(), same weights.
+
+    python -m benchmarks.decode [--runs 5] [--new-tokens 128] [--models small,gpt2-124m]
+
+Both sides get the same random weights (ours converted with engine.hub, and the logits checked
+equal before timing), float32, batch 1, the same prompt, the same sampling settings
+(temperature 0.8, top-k 50, top-p 0.95, repetition penalty 1.1) and the same torch thread count,
+in one process. Runs alternate (ours, theirs, ours, ...) after one warm-up each, so drift in the
+machine's load hits both alike; the figure is the median over runs of new tokens per second,
+wall time of the whole call (prefill included; ours also turns tokens into streamed text).
+
+It also measures memory bandwidth (the median of repeated sums over a 512 MiB tensor) and, for
+each model, the fraction of the bandwidth bound reached: decoding one token reads every weight
+once (the position embedding only one row), so tokens/s can be at most bandwidth / bytes.
+
+Progress goes to stderr; stdout's last line is one JSON object:
+{"results": [{"model": "small", "ours_tok_s": .., "transformers_tok_s": .., "ratio": .., ...}]}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+from engine.config import preset
+from engine.generation import stream
+from engine.hub import hf_config, ours_to_hf
+from engine.model import GPT
+from engine.sampling import SamplingParams
+from engine.tokenizer import GPT2Tokenizer
+
+SETTINGS = dict(temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.1)
+MODELS = {"small": "small", "gpt2-124m": "gpt2"}
+PROMPT = "The old lighthouse keeper climbed the stairs one last time, and at the top he found"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def build(name: str, seed: int = 0):
+    """Our random model and transformers' GPT2LMHeadModel with the very same weights."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    ours = GPT(preset(MODELS[name])).eval()
+    theirs = GPT2LMHeadModel(GPT2Config(**hf_config(ours.config, 50256))).eval()
+    missing, unexpected = theirs.load_state_dict(ours_to_hf(ours), strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    theirs.tie_weights()
+    x = torch.randint(0, ours.config.vocab_size, (1, 16))
+    with torch.inference_mode():
+        diff = (ours(x)[0] - theirs(x).logits).abs().max().item()
+    assert diff <= 1e-4, f"logits differ by {diff}"
+    return ours, theirs
+
+
+def time_ours(model, tok, ids, new_tokens, seed) -> float:
+    params = SamplingParams(**SETTINGS, max_new_tokens=new_tokens, seed=seed)
+    t0 = time.perf_counter()
+    s = stream(model, tok, ids, params)
+    for _ in s:
+        pass
+    return s.stats.new_tokens / (time.perf_counter() - t0)
+
+
+def time_theirs(model, tok, ids, new_tokens, seed) -> float:
+    x = torch.tensor([ids])
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(x, attention_mask=torch.ones_like(x), do_sample=True, **SETTINGS,
+                             max_new_tokens=new_tokens, pad_token_id=tok.eot_id,
+                             eos_token_id=tok.eot_id)
+    return (out.shape[1] - x.shape[1]) / (time.perf_counter() - t0)
+
+
+def bandwidth_gb_s(mib: int = 512, repeats: int = 7) -> float:
+    """Read bandwidth: bytes of a large float32 tensor over the time to sum it."""
+    x = torch.ones(mib * 2**20 // 4)
+    x.sum()  # touch every page first
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        x.sum()
+        times.append(time.perf_counter() - t0)
+    return x.numel() * 4 / statistics.median(times) / 1e9
+
+
+def weight_bytes_per_token(model: GPT) -> int:
+    """Bytes of weights one decode step reads: all of them, but one row of wpe."""
+    wpe = model.transformer.wpe.weight
+    size = next(model.parameters()).element_size()
+    return (model.num_params() - wpe.numel() + wpe.size(1)) * size
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default="small,gpt2-124m",
+                    help=f"comma-separated, from: {', '.join(MODELS)}")
+    ap.add_argument("--runs", type=int, default=5, help="timed runs per side (median; >= 5)")
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args(argv)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    bad = [n for n in names if n not in MODELS]
+    if bad or not names:
+        ap.error(f"unknown model(s) {', '.join(bad) or '(none)'}; choose from {', '.join(MODELS)}")
+    if args.runs < 1 or args.new_tokens < 1:
+        ap.error("--runs and --new-tokens must be positive")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import transformers
+
+    log(f"torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"{torch.get_num_threads()} threads, {args.runs} runs x {args.new_tokens} new tokens")
+    bw = bandwidth_gb_s()
+    log(f"memory bandwidth (sum of 512 MiB): {bw:.1f} GB/s")
+    tok = GPT2Tokenizer()
+    ids = tok.encode(PROMPT)
+    results = []
+    for name in names:
+        ours, theirs = build(name)
+        time_ours(ours, tok, ids, 8, seed=0)  # warm-up: allocator, kernels, lazy imports
+        time_theirs(theirs, tok, ids, 8, seed=0)
+        o, t = [], []
+        for run in range(args.runs):
+            o.append(time_ours(ours, tok, ids, args.new_tokens, seed=run))
+            t.append(time_theirs(theirs, tok, ids, args.new_tokens, seed=run))
+            log(f"{name} run {run + 1}: ours {o[-1]:.1f} tok/s, transformers {t[-1]:.1f} tok/s")
+        ours_tps, theirs_tps = statistics.median(o), statistics.median(t)
+        nbytes = weight_bytes_per_token(ours)
+        results.append({
+            "model": name, "ours_tok_s": round(ours_tps, 2),
+            "transformers_tok_s": round(theirs_tps, 2), "ratio": round(ours_tps / theirs_tps, 3),
+            "params": ours.num_params(), "weight_bytes_per_token": nbytes,
+            "bandwidth_gb_s": round(bw, 2),
+            "bandwidth_fraction": round(ours_tps * nbytes / (bw * 1e9), 3),
+        })
+        log(json.dumps(results[-1]))
+        del ours, theirs
+    print(json.dumps({"results": results}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
