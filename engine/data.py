@@ -36,12 +36,13 @@ import torch
 
 from .fileio import atomic_write_json
 from .templates import format_example
-from .tokenizer import Tokenizer
+from .tokenizer import EOT, Tokenizer
 
 CACHE_VERSION = 1
 DEFAULT_CACHE = Path(os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "gpt-workbench")) / "tokens"
 INSTRUCTION_SUFFIXES = (".jsonl", ".json")
-SKIP_NAMES = {"README.md", "LICENSE", "LICENSE.txt", "NOTICE", "SOURCES.md"}
+# Files in a data folder that describe the data rather than being it.
+SKIP_PREFIXES = ("readme", "license", "licence", "copying", "notice", "manifest")
 ALPACA = ("instruction", "input", "output")
 DOLLY = ("instruction", "context", "response")
 
@@ -101,15 +102,16 @@ def open_source(spec: str) -> Source:
     elif path.is_dir():
         files = tuple(p for p in sorted(path.rglob("*"))
                       if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-                      and p.name not in SKIP_NAMES)
+                      and not p.name.lower().startswith(SKIP_PREFIXES))
+        # A folder with text files is a text corpus; JSON files beside them are metadata.
+        # A folder of only .jsonl/.json files is instruction data.
+        text = tuple(p for p in files if p.suffix.lower() not in INSTRUCTION_SUFFIXES)
+        files = text or files
         if not files:
             raise DataError(f"{path}: folder holds no data files")
     else:
         raise DataError(f"{path}: not a regular file or folder")
     instruct = [f for f in files if f.suffix.lower() in INSTRUCTION_SUFFIXES]
-    if instruct and len(instruct) != len(files):
-        raise DataError(f"{path}: mixes instruction files ({instruct[0].name}) with text files; "
-                        "put them in separate folders")
     for f in files:
         _check_text_file(f)
     return Source(spec, "instruct" if instruct else "text", files=files)
@@ -153,7 +155,11 @@ def iter_documents(source: Source) -> Iterator[str]:
         text = _read_text(f)
         if text.strip():
             yielded = True
-            yield text
+            # A literal <|endoftext|> separates documents inside a file (TinyStories' text dumps).
+            docs = text.split(EOT)
+            for doc in docs:
+                if doc.strip():
+                    yield doc.strip() if len(docs) > 1 else doc
         elif len(source.files) == 1:
             raise DataError(f"{f}: file is empty (no text to train on)")
     if not yielded:

@@ -19,6 +19,8 @@ import dataclasses
 HELP = {
     "data": "a text file, a folder of text files, instruction JSONL (Alpaca or Dolly), or "
             "hf:NAME[:CONFIG] for a Hugging Face dataset (streamed)",
+    "val_data": "held-out data of the same kind (e.g. qa_val.jsonl); default: hold out "
+                "--val-fraction of --data",
     "out": "run directory (checkpoints, metrics.jsonl); must be new unless --resume or --force",
     "mode": "pretrain, sft (loss on responses only), or auto: sft for instruction data",
     "init_from": "start from this model: a checkpoint, a run directory, a transformers folder, "
