@@ -83,8 +83,8 @@ def find_checkpoint(path: Path | str) -> Path:
     if found:
         return found[-1][1]
     if (path / "config.json").is_file():
-        raise CheckpointError(f"{path / 'config.json'}: not a {FORMAT} checkpoint config "
-                              "(a transformers folder is loaded through engine.hub)")
+        read_config(path)  # raises the precise problem (invalid JSON, wrong format, version)
+        raise CheckpointError(f"{path / 'config.json'}: not a {FORMAT} checkpoint config")
     raise CheckpointError(f"{path}: not a checkpoint directory (no config.json) and not a "
                           "training run with complete checkpoints")
 
@@ -119,7 +119,8 @@ def read_config(path: Path) -> GPTConfig:
     except (UnicodeDecodeError, ValueError) as e:
         raise CheckpointError(f"{file}: not valid JSON ({e})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise CheckpointError(f"{file}: not a {FORMAT} checkpoint config")
+        raise CheckpointError(f"{file}: not a {FORMAT} checkpoint config (a transformers "
+                              "folder has model_type in it and is loaded through engine.hub)")
     if data.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{file}: format_version {data.get('format_version')!r} is not "
                               f"supported (this engine reads version {FORMAT_VERSION})")
