@@ -25,6 +25,7 @@ import chainlit as cl  # noqa: E402
 from chainlit.config import config as chainlit_config  # noqa: E402
 
 from app import chainlit_training as training  # noqa: E402
+from app.chainlit_render import md_text, reply_footer, stream_into  # noqa: E402
 from app.chainlit_widgets import (  # noqa: E402
     chat_profiles,
     mode_of,
@@ -108,33 +109,36 @@ def current_settings() -> dict:
 @cl.on_message
 async def on_message(message: cl.Message) -> None:
     text = message.content or ""
-    if message.command == "train" or text.lstrip().startswith("/train"):
-        try:
-            command = parse_train_command(text if message.command != "train" else "/train " + text)
-        except ValueError as e:
-            await error(str(e))
-            return
-        await training.handle_command(wb, command)
-        return
-    await reply_to(text)
+    try:
+        if message.command == "train" or text.lstrip().startswith("/train"):
+            if message.command == "train":
+                text = "/train " + text
+            await training.handle_command(wb, parse_train_command(text))
+        else:
+            await reply_to(text)
+    except USER_ERRORS as e:
+        await error(str(e))
+    except Exception as e:  # a bug, not bad input: log the traceback, show one line
+        log.exception("message handler failed")
+        await error(f"Something went wrong ({type(e).__name__}: {e}). The details are in the "
+                    "server log.")
 
 
 async def reply_to(text: str) -> None:
+    """One turn in the profile's mode: a refusal with its reason, or the streamed answer.
+    Bad input (an empty or over-long message, a bad seed, a model that cannot be loaded) raises
+    one of engine.errors.USER_ERRORS, which on_message shows as a message."""
     mode = mode_of(cl.user_session.get("chat_profile"))
     settings = current_settings()
     history = cl.user_session.get("history") or []
     cancel = threading.Event()
     cl.user_session.set("cancel", cancel)
-    try:
-        params = service.sampling_params(**sampling_values(settings))
-        spec = settings.get("model") or wb.default_model(mode)
-        if mode == "story":
-            reply = await asyncio.to_thread(wb.story, text, spec, params, cancel)
-        else:
-            reply = await asyncio.to_thread(wb.chat, text, history, mode, spec, params, cancel)
-    except USER_ERRORS as e:
-        await error(str(e))
-        return
+    params = service.sampling_params(**sampling_values(settings))
+    spec = settings.get("model") or wb.default_model(mode)
+    if mode == "story":
+        reply = await asyncio.to_thread(wb.story, text, spec, params, cancel)
+    else:
+        reply = await asyncio.to_thread(wb.chat, text, history, mode, spec, params, cancel)
 
     if reply.refused:
         await cl.Message(content=f"{reply.refusal}\n\n> **Why:** {md_text(reply.reason)}").send()
@@ -150,11 +154,9 @@ async def reply_to(text: str) -> None:
     except asyncio.CancelledError:  # the stop button: keep what was written, then let go
         cancel.set()
         answer = msg.content
-        await msg.update()
+        if answer:
+            await msg.update()
         raise
-    except USER_ERRORS as e:
-        await error(str(e))
-        return
     finally:
         if mode != "story" and answer:
             history += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
@@ -168,37 +170,6 @@ async def reply_to(text: str) -> None:
     await msg.send()
 
 
-async def stream_into(msg: cl.Message, reply) -> str:
-    """Stream the reply's text deltas into msg; returns the model's raw text.
-
-    Each token is produced in a worker thread (the event loop keeps serving other sessions); the
-    cancel event is checked by the engine between tokens, and once this coroutine is cancelled
-    no further token is asked for, so the stop button ends generation within a token.
-    """
-    tokens = iter(reply)
-    raw = []
-    safe = MarkdownGuard()
-    while True:
-        delta = await asyncio.to_thread(next, tokens, None)
-        if delta is None:
-            return "".join(raw)
-        raw.append(delta)
-        await msg.stream_token(safe(delta))
-
-
-def reply_footer(reply, mode: str) -> str:
-    stats = reply.stats
-    if stats is None:
-        return ""
-    lines = [f"_{n}_" for n in stats.notices]
-    if mode == "story" or stats.finish_reason == "length":
-        tail = f"{stats.new_tokens} tokens · {stats.tokens_per_s:.0f} tokens/s"
-        if stats.finish_reason == "length":
-            tail += " · stopped at the max new tokens setting"
-        lines.append(f"_{tail}_")
-    return ("\n\n" + "\n\n".join(lines)) if lines else ""
-
-
 @cl.on_stop
 async def on_stop() -> None:
     cancel_generation()
@@ -208,33 +179,6 @@ def cancel_generation() -> None:
     cancel = cl.user_session.get("cancel")
     if cancel is not None:
         cancel.set()
-
-
-# ---------------------------------------------------------------------------------------------
-# Showing untrusted text. Chainlit escapes HTML (unsafe_allow_html = false in
-# .chainlit/config.toml); markdown images are the one thing left that would make the browser
-# fetch something a model wrote, so they are shown as text.
-
-
-class MarkdownGuard:
-    """Escapes "![" (a markdown image) in streamed text, across delta boundaries."""
-
-    def __init__(self) -> None:
-        self.last = ""
-
-    def __call__(self, delta: str) -> str:
-        if not delta:
-            return delta
-        out = delta.replace("![", "!\\[")
-        if self.last == "!" and out.startswith("["):
-            out = "\\" + out
-        self.last = delta[-1]
-        return out
-
-
-def md_text(text: str) -> str:
-    """Plain text for a markdown line (the filter's reason may quote the question)."""
-    return MarkdownGuard()(text.replace("\n", " "))
 
 
 async def error(text: str) -> None:

@@ -61,13 +61,13 @@ def training_options(wb, options: dict) -> dict:
 
 def corpus_path(name: str, corpora: list[tuple[str, str]]) -> str:
     """The bundled corpus a person named: its full path, a tail of it, or its folder name."""
-    wanted = name.strip().strip("/")
+    wanted = name.strip()
     for _label, path in corpora:
         p = Path(path)
         tails = {str(p), f"{p.parent.name}/{p.name}", f"data/{p.parent.name}/{p.name}", p.name}
-        if wanted in tails:
+        if wanted in tails or wanted.strip("/") in tails:
             return path
-    folders = [path for _label, path in corpora if Path(path).parent.name == wanted]
+    folders = [path for _label, path in corpora if Path(path).parent.name == wanted.strip("/")]
     if len(folders) == 1:
         return folders[0]
     names = ", ".join(short_name(path) for _label, path in corpora) or "none found"

@@ -1,0 +1,66 @@
+"""Engine output into Chainlit messages: token streaming, the reply's footer, and showing
+untrusted text safely.
+
+Chainlit escapes HTML (unsafe_allow_html = false in .chainlit/config.toml), so a model's <script>
+is shown as text. Markdown still renders, which suits code answers; the one markdown construct
+left that would make the browser fetch something a model wrote is an image, so "![" is escaped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+async def stream_into(msg, reply) -> str:
+    """Stream the reply's text deltas into msg; returns the model's raw text.
+
+    Each token is produced in a worker thread (the event loop keeps serving other sessions); the
+    cancel event is checked by the engine between tokens, and once this coroutine is cancelled
+    no further token is asked for, so the stop button ends generation within a token.
+    """
+    tokens = iter(reply)
+    raw = []
+    safe = MarkdownGuard()
+    while True:
+        delta = await asyncio.to_thread(next, tokens, None)
+        if delta is None:
+            return "".join(raw)
+        raw.append(delta)
+        await msg.stream_token(safe(delta))
+
+
+def reply_footer(reply, mode: str) -> str:
+    """Small print under a reply: the engine's notices (context trimmed), and for a story or a
+    reply cut at max_new_tokens, its length and speed."""
+    stats = reply.stats
+    if stats is None:
+        return ""
+    lines = [f"_{n}_" for n in stats.notices]
+    if mode == "story" or stats.finish_reason == "length":
+        n = stats.new_tokens
+        tail = f"{n} token{'' if n == 1 else 's'} · {stats.tokens_per_s:.0f} tokens/s"
+        if stats.finish_reason == "length":
+            tail += " · stopped at the max new tokens setting"
+        lines.append(f"_{tail}_")
+    return ("\n\n" + "\n\n".join(lines)) if lines else ""
+
+
+class MarkdownGuard:
+    """Escapes "![" (a markdown image) in streamed text, across delta boundaries."""
+
+    def __init__(self) -> None:
+        self.last = ""
+
+    def __call__(self, delta: str) -> str:
+        if not delta:
+            return delta
+        out = delta.replace("![", "!\\[")
+        if self.last == "!" and out.startswith("["):
+            out = "\\" + out
+        self.last = delta[-1]
+        return out
+
+
+def md_text(text: str) -> str:
+    """Plain text for a markdown line (the filter's reason may quote the question)."""
+    return MarkdownGuard()(text.replace("\n", " "))

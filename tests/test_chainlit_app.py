@@ -1,0 +1,214 @@
+"""The Chainlit app's own code, without a browser: the /train grammar and its mapping onto
+engine.service, profiles and the settings panel, streaming with stop, and showing model text.
+(The logic behind them, such as validation, the filter and jobs, is tested in engine's tests.)"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from app.chainlit_render import MarkdownGuard, md_text, reply_footer, stream_into
+from app.chainlit_training import corpus_path, duration, progress_line, training_options
+from app.chainlit_widgets import (TRAIN_STARTER, chat_profiles, mode_of, parse_train_command,
+                                  sampling_values, settings_widgets)
+from engine import service
+from engine.assistant import respond
+from engine.sampling import SamplingParams
+from gradio_support import make_workbench
+
+
+@pytest.fixture(scope="module")
+def wb(tmp_path_factory):
+    return make_workbench(tmp_path_factory.mktemp("chainlit"))
+
+
+# -- the /train command ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["/train", "/train   ", "/train help", "", "help"])
+def test_train_without_options_asks_for_help(text):
+    assert parse_train_command(text).help
+
+
+def test_train_command_reads_preset_and_options():
+    cmd = parse_train_command('/train cpu-demo steps=20 lr=1e-3 name="my run" Batch-Size=4')
+    assert not cmd.help
+    assert cmd.options == {"preset": "cpu-demo", "steps": "20", "lr": "1e-3", "name": "my run",
+                           "batch_size": "4"}
+
+
+@pytest.mark.parametrize("text, words", [
+    ("/train cpu-demo steps", ["'steps' needs a value", "key=value"]),
+    ("/train steps=", ["incomplete"]),
+    ("/train steps=1 steps=2", ["given twice"]),
+    ('/train data="unclosed', ["quote values"]),
+])
+def test_train_command_errors_name_the_problem(text, words):
+    with pytest.raises(ValueError) as e:
+        parse_train_command(text)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_training_options_map_words_onto_the_service(wb):
+    corpus = wb.training_data()[0][1]
+    assert training_options(wb, {}) == {"preset": "cpu-demo", "data": corpus}
+    got = training_options(wb, {"preset": "story-cpu", "steps": "5", "name": "x",
+                                "data": "stories/tiny.txt", "from": "story"})
+    assert got == {"preset": "story-cpu", "max_steps": "5", "run_name": "x", "data": corpus,
+                   "init_from": "story"}
+    for name in ("stories", "tiny.txt", "data/stories/tiny.txt", corpus):
+        assert corpus_path(name, wb.training_data()) == corpus
+    with pytest.raises(ValueError, match="unknown corpus data=poems; choose one of: stories/tiny.txt"):
+        corpus_path("poems", wb.training_data())
+    with pytest.raises(ValueError, match="does not know the option 'colour'"):
+        training_options(wb, {"colour": "red"})
+    with pytest.raises(ValueError, match="given twice"):
+        training_options(wb, {"steps": "5", "max_steps": "6"})
+
+
+def test_training_values_are_checked_by_the_service_before_any_work(wb):
+    kwargs = training_options(wb, {"steps": "lots"})
+    with pytest.raises(ValueError, match="max_steps must be a number, got 'lots'"):
+        wb.start_training(**kwargs)
+    assert wb.jobs.current() is None
+
+
+def test_progress_line_and_durations():
+    s = {"state": "running", "step": 120, "max_steps": 300, "loss": 3.12345, "val_loss": 3.3,
+         "tokens_per_s": 5400.4, "eta_s": 42.4}
+    assert progress_line(s) == ("Step 120/300 · loss 3.123 · validation 3.300 · 5,400 tokens/s"
+                                " · 42 s left")
+    assert progress_line({"state": "starting", "step": 0, "loss": None}).startswith("Preparing")
+    assert [duration(x) for x in (5, 61, 3725)] == ["5 s", "1 min 01 s", "1 h 02 min"]
+
+
+# -- profiles and settings ---------------------------------------------------------------------
+
+def test_profiles_are_the_engine_modes_each_with_starters():
+    profiles = chat_profiles()
+    assert [p.name for p in profiles] == list(service.MODES.values())
+    assert [mode_of(p.name) for p in profiles] == list(service.MODES)
+    assert sum(p.default for p in profiles) == 1 and mode_of(None) == "python"
+    for p in profiles:
+        assert len(p.starters) >= 3 and p.starters[-1] is TRAIN_STARTER
+    assert TRAIN_STARTER.command == "train"
+    assert parse_train_command("/train " + TRAIN_STARTER.message).help
+
+
+def test_settings_panel_uses_the_shared_limits_and_keeps_values(wb):
+    choices = wb.model_choices()
+    widgets = {w.id: w for w in settings_widgets(choices, {})}
+    assert list(widgets) == ["model", "temperature", "top_k", "top_p", "repetition_penalty",
+                             "max_new_tokens", "seed"]
+    assert widgets["model"].initial == choices[0][1]
+    for name in ("temperature", "top_k", "top_p", "repetition_penalty", "max_new_tokens"):
+        lo, hi, step, default, help_text = service.LIMITS[name]
+        w = widgets[name]
+        assert (w.min, w.max, w.step, w.initial, w.description) == (lo, hi, step, default, help_text)
+    kept = {w.id: w for w in settings_widgets(choices, {"model": choices[1][1], "top_k": 7,
+                                                         "seed": 3})}
+    assert kept["model"].initial == choices[1][1] and kept["top_k"].initial == 7
+    assert kept["seed"].initial == "3"
+    gone = {w.id: w for w in settings_widgets(choices, {"model": "/deleted/run"})}
+    assert gone["model"].initial == choices[0][1]
+    values = {w.id: w.initial for w in settings_widgets(choices, {"seed": 5})}
+    assert service.sampling_params(**sampling_values(values)).seed == 5
+
+
+def test_settings_with_a_bad_seed_get_a_clear_message():
+    with pytest.raises(ValueError, match="seed must be a number, got 'abc'"):
+        service.sampling_params(**sampling_values({"seed": "abc"}))
+
+
+# -- streaming and stop ------------------------------------------------------------------------
+
+class FakeMessage:
+    """Records what stream_into sends, as Chainlit's Message would show it."""
+
+    def __init__(self, on_token=None) -> None:
+        self.content = ""
+        self.tokens = 0
+        self.on_token = on_token
+
+    async def stream_token(self, token: str) -> None:
+        self.content += token
+        self.tokens += 1
+        if self.on_token:
+            self.on_token(self)
+
+
+def test_stream_into_shows_every_delta(wb):
+    ckpt = wb.load(wb.default_model("story"))
+    reply = respond([{"role": "user", "content": "Once upon a time"}], "story", ckpt,
+                    SamplingParams(max_new_tokens=12, seed=3))
+    msg = FakeMessage()
+    raw = asyncio.run(stream_into(msg, reply))
+    assert raw == msg.content.replace("!\\[", "![")
+    assert reply.stats.new_tokens == 12 and msg.tokens >= 2
+    again = respond([{"role": "user", "content": "Once upon a time"}], "story", ckpt,
+                    SamplingParams(max_new_tokens=12, seed=3)).text()
+    assert raw == again
+
+
+def test_stop_ends_generation_within_a_token(wb):
+    """The stop button cancels the handler's task: no token is asked for after that."""
+    ckpt = wb.load(wb.default_model("story"))
+    cancel = threading.Event()
+    reply = respond([{"role": "user", "content": "Once upon a time"}], "story", ckpt,
+                    SamplingParams(max_new_tokens=1000, top_k=0, temperature=1.0, seed=1),
+                    cancel=cancel)
+
+    async def run():
+        task = None
+
+        def after_three(msg):
+            if msg.tokens == 3:
+                task.cancel()
+
+        msg = FakeMessage(after_three)
+        task = asyncio.create_task(stream_into(msg, reply))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return msg
+
+    msg = asyncio.run(run())
+    time.sleep(0.2)  # a worker thread that was mid-token has finished it by now
+    assert msg.tokens == 3
+    assert reply.stats.new_tokens <= 4  # at most the one token being computed at the click
+
+
+def test_cancel_event_ends_generation_between_tokens(wb):
+    """on_stop sets the session's cancel event, which the engine checks between tokens."""
+    ckpt = wb.load(wb.default_model("story"))
+    cancel = threading.Event()
+    reply = respond([{"role": "user", "content": "Once"}], "story", ckpt,
+                    SamplingParams(max_new_tokens=1000, top_k=0, temperature=1.0, seed=1),
+                    cancel=cancel)
+    msg = FakeMessage(lambda m: cancel.set() if m.tokens == 2 else None)
+    asyncio.run(stream_into(msg, reply))
+    assert reply.stats.finish_reason == "cancelled"
+    assert msg.tokens <= 3 and reply.stats.new_tokens <= 3
+
+
+# -- untrusted text ----------------------------------------------------------------------------
+
+def test_markdown_images_are_shown_as_text_even_split_across_deltas():
+    guard = MarkdownGuard()
+    out = "".join(guard(d) for d in ["see ", "!", "[x](http://evil/p.png) and ![y", "](z)"])
+    assert out == "see !\\[x](http://evil/p.png) and !\\[y](z)"
+    assert "![" not in out.replace("!\\[", "")
+    assert md_text("a\nb ![c](d)") == "a b !\\[c](d)"
+
+
+def test_footer_reports_length_speed_and_notices(wb):
+    ckpt = wb.load(wb.default_model("story"))
+    reply = respond([{"role": "user", "content": "Once"}], "story", ckpt,
+                    SamplingParams(max_new_tokens=1, seed=1, top_k=0))
+    reply.text()
+    footer = reply_footer(reply, "story")
+    assert "1 token ·" in footer and "tokens/s" in footer
+    reply.stats.notices.append("Left out the 2 oldest exchanges")
+    assert "_Left out the 2 oldest exchanges_" in reply_footer(reply, "chat")
