@@ -50,7 +50,7 @@ def build_demo(wb: service.Workbench) -> gr.Blocks:
     with gr.Blocks(title=TITLE, fill_width=True) as demo:
         with gr.Sidebar(label="Model and sampling", open=True, width=330, elem_id="sidebar"):
             model = gr.Dropdown(wb.model_choices(), value=wb.default_model("python"),
-                                label="Model", elem_id="model",
+                                label="Model", elem_id="model", allow_custom_value=True,
                                 info="Bundled models work offline; hub models need the network "
                                      "the first time.")
             info = gr.Markdown("", elem_id="model-info")

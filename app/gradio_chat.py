@@ -69,14 +69,15 @@ def _idle(value: str | None = None):
     return gr.update(**update)
 
 
-def respond(wb: service.Workbench, message, history, mode_label, model, *sampling):
+def respond(wb: service.Workbench, message, history, mode_label, model,
+                       temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed):
     """Stream one answer. Yields (chatbot, raw history, textbox, stats) as the model writes."""
     before = list(history or [])
     mode = MODE_LABELS.get(mode_label, mode_label)
     if mode not in service.CHAT_MODES:
         raise ValueError(f"unknown chat mode {mode_label!r}; choose one of: "
                          f"{', '.join(MODE_LABELS)}")
-    params = params_from(*sampling)
+    params = params_from(temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed)
     message = service.clean_text(message, "message")
     service.clean_history(before)
     history = before + [{"role": "user", "content": message}]
@@ -108,7 +109,8 @@ def respond(wb: service.Workbench, message, history, mode_label, model, *samplin
     yield display(history), _copy(history), _idle(""), stats_line(reply.stats)
 
 
-def retry(wb, history, mode_label, model, *sampling):
+def retry(wb, history, mode_label, model,
+                       temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed):
     """Drop the last answer and ask the last question again."""
     history = list(history or [])
     while history and history[-1]["role"] == "assistant":
@@ -116,7 +118,8 @@ def retry(wb, history, mode_label, model, *sampling):
     if not history:
         raise ValueError("nothing to retry yet: ask something first")
     message = history.pop()["content"]
-    yield from respond(wb, message, history, mode_label, model, *sampling)
+    yield from respond(wb, message, history, mode_label, model,
+                       temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed)
 
 
 def undo(history):
@@ -132,9 +135,12 @@ def clear():
     return [], [], _idle(""), ""
 
 
-def example(wb, history, mode_label, model, *sampling, evt: gr.SelectData):
+def example(wb, history, mode_label, model,
+            temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed,
+            evt: gr.SelectData):
     text = evt.value["text"] if isinstance(evt.value, dict) else str(evt.value)
-    yield from respond(wb, text, history, mode_label, model, *sampling)
+    yield from respond(wb, text, history, mode_label, model,
+                       temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed)
 
 
 def change_mode(mode_label):

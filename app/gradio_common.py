@@ -13,6 +13,7 @@ import html
 import inspect
 import logging
 import time
+import typing
 from dataclasses import dataclass
 
 import gradio as gr
@@ -41,20 +42,26 @@ def guard(fn):
     """Turn engine errors into gr.Error with the engine's message (functions and generators)."""
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
-        def gen(*args, **kwargs):
+        def wrapper(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
             except Exception as e:  # noqa: BLE001 - every error becomes a message
                 raise _as_gr_error(e) from None
-        return gen
-
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001
-            raise _as_gr_error(e) from None
-    return call
+    else:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001
+                raise _as_gr_error(e) from None
+    # Gradio finds special arguments (evt: gr.SelectData) from type hints, which a partial
+    # does not carry: copy the resolved hints of the function underneath.
+    target = fn.func if isinstance(fn, functools.partial) else fn
+    try:
+        wrapper.__annotations__ = dict(typing.get_type_hints(target))
+    except (NameError, TypeError):
+        pass
+    return wrapper
 
 
 def show_text(text: str) -> str:
@@ -111,9 +118,11 @@ class Controls:
         return [self.model, *self.sampling]
 
 
-def params_from(*values):
-    """SamplingParams from the sampling controls' values (in SAMPLING_NAMES order)."""
-    return service.sampling_params(**dict(zip(SAMPLING_NAMES, values)))
+def params_from(temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed):
+    """SamplingParams from the sampling controls' values (checked by engine.service)."""
+    return service.sampling_params(temperature=temperature, top_k=top_k, top_p=top_p,
+                                   repetition_penalty=repetition_penalty,
+                                   max_new_tokens=max_new_tokens, seed=seed)
 
 
 def sampling_components() -> list:

@@ -25,9 +25,10 @@ OPENINGS = [
 ]
 
 
-def write(wb: service.Workbench, prompt, model, *sampling):
+def write(wb: service.Workbench, prompt, model,
+                       temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed):
     """Stream the story. Yields (story text, stats)."""
-    params = params_from(*sampling)
+    params = params_from(temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed)
     prompt = service.clean_text(prompt, "story opening")
     cancel = threading.Event()
     reply = wb.story(prompt, model, params, cancel=cancel)
@@ -49,30 +50,36 @@ def continue_story(prompt, story):
     return (prompt or "") + (story or ""), ""
 
 
-def explore(wb: service.Workbench, prompt, story, top, model, *sampling):
+def explore(wb: service.Workbench, prompt, story, top, model,
+                       temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed):
     """The explorer chart for the text so far (opening + story). Returns (html, opened flag)."""
-    params = params_from(*sampling)
+    params = params_from(temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed)
     top = int(top) if isinstance(top, (int, float)) and float(top).is_integer() else top
     result = wb.explain_next((prompt or "") + (story or ""), model, params, top=top)
     return gradio_explorer.render(result, params), True
 
 
-def follow(wb: service.Workbench, opened, prompt, story, top, model, *sampling):
+def follow(wb: service.Workbench, opened, prompt, story, top, model,
+                       temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed):
     """Redraw the explorer when a control changes, once the person has opened it."""
     if not opened:
         return gr.skip(), opened
-    return explore(wb, prompt, story, top, model, *sampling)
+    return explore(wb, prompt, story, top, model,
+                       temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed)
 
 
-def add_token(wb: service.Workbench, prompt, story, top, model, *sampling):
+def add_token(wb: service.Workbench, prompt, story, top, model,
+                       temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed):
     """Draw one token with the current settings, append it, and redraw the explorer."""
-    params = params_from(*sampling).replace(max_new_tokens=1)
+    params = params_from(temperature, top_k, top_p, repetition_penalty, max_new_tokens,
+                         seed).replace(max_new_tokens=1)
     text = (prompt or "") + (story or "")
     if not text.strip():
         raise ValueError("the story opening is empty: write a few words first")
     reply = wb.story(text, model, params)
     story = (story or "") + reply.text()
-    chart, _ = explore(wb, prompt, story, top, model, *sampling)
+    chart, _ = explore(wb, prompt, story, top, model,
+                       temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed)
     return story, chart, True
 
 

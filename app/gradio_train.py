@@ -89,12 +89,13 @@ def poll(wb: service.Workbench, seen: dict, current_model):
     changed = key != tuple(seen.get("key") or ())
     seen["key"] = list(key)
     choices = wb.model_choices()
-    models = gr.skip()
+    models = inits = gr.skip()
     if [list(c) for c in choices] != seen.get("choices"):
         seen["choices"] = [list(c) for c in choices]
         specs = [spec for _, spec in choices]
         models = gr.update(choices=choices,
                            value=current_model if current_model in specs else wb.default_model())
+        inits = gr.update(choices=[NEW_MODEL, *choices])
     runs = wb.resumable_runs()
     resumable = gr.skip()
     if runs != seen.get("runs"):
@@ -106,9 +107,9 @@ def poll(wb: service.Workbench, seen: dict, current_model):
     buttons = (gr.update(interactive=allowed and not active),
                gr.update(interactive=allowed and active))
     if not changed:
-        return (gr.skip(), gr.skip(), gr.skip(), models, resumable, seen, timer, *buttons)
-    return (status_markdown(st), curve_frame(st), samples_text(st), models, resumable, seen,
-            timer, *buttons)
+        return (gr.skip(), gr.skip(), gr.skip(), models, inits, resumable, seen, timer, *buttons)
+    return (status_markdown(st), curve_frame(st), samples_text(st), models, inits, resumable,
+            seen, timer, *buttons)
 
 
 def preset_values(preset: str):
@@ -188,6 +189,7 @@ def build(demo: gr.Blocks, wb: service.Workbench, controls: Controls) -> None:
     init_choices = [NEW_MODEL] + [(label, spec) for label, spec in wb.model_choices()]
     with gr.Accordion("Hyperparameters", open=False, elem_id="train-hyper"):
         init_from = gr.Dropdown(init_choices, value=NEW_MODEL, label="Start from",
+                                allow_custom_value=True,
                                 info="A new model of the preset's shape, or fine-tune an existing "
                                      "one (for instruction data).", elem_id="train-init",
                                 interactive=allowed)
@@ -210,6 +212,7 @@ def build(demo: gr.Blocks, wb: service.Workbench, controls: Controls) -> None:
         with gr.Row():
             runs = wb.resumable_runs()
             resume_run = gr.Dropdown(runs, value=runs[0] if runs else None, label="Run",
+                                     allow_custom_value=True,
                                      elem_id="train-resume-run", interactive=allowed)
             resume_steps = gr.Number(None, label="Train until step (empty: as before)",
                                      precision=0, elem_id="train-resume-steps",
@@ -237,8 +240,8 @@ def build(demo: gr.Blocks, wb: service.Workbench, controls: Controls) -> None:
     resume_btn.click(guard(partial(resume, wb)), [resume_run, resume_steps], status,
                      api_name="train_resume")
     timer.tick(guard(partial(poll, wb)), [seen, controls.model],
-               [status, curve, samples, controls.model, resume_run, seen, timer, start_btn,
-                stop_btn], api_visibility="undocumented", show_progress="hidden")
+               [status, curve, samples, controls.model, init_from, resume_run, seen, timer,
+                start_btn, stop_btn], api_visibility="undocumented", show_progress="hidden")
     gr.api(partial(_status_api, wb), api_name="train_status")
 
 

@@ -178,8 +178,9 @@ def test_train_start_checks_the_form(wb):
 
 def test_poll_skips_what_did_not_change(wb):
     outs = train.poll(wb, {}, wb.default_model())
-    status, curve, samples, models, runs, seen, timer, start_btn, stop_btn = outs
+    status, curve, samples, models, inits, runs, seen, timer, start_btn, stop_btn = outs
     assert "No training job yet" in status
-    assert models["choices"] and start_btn["interactive"] is True
+    assert models["choices"] and inits["choices"][0] == train.NEW_MODEL
+    assert start_btn["interactive"] is True and stop_btn["interactive"] is False
     again = train.poll(wb, seen, wb.default_model())
-    assert again[:5] == (gr.skip(),) * 5  # nothing changed: nothing sent
+    assert again[:6] == (gr.skip(),) * 6  # nothing changed: nothing sent
