@@ -1,0 +1,232 @@
+"""The training loop end to end on tiny models, its options, the run directory and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+import torch
+
+from engine.__main__ import main
+from engine.checkpoint import list_checkpoints, load_checkpoint
+from engine.models import load_model
+from engine.train import (PRESETS, TrainConfig, check_run_dir, lr_at, make_optimizer,
+                          read_metrics, resolve_config, train)
+
+WORDS = ("the fox ran to a river and saw fish in cold water while birds sang over old trees "
+         "near the quiet hill where children played every long summer day").split()
+
+
+def corpus(path, n_words=4000, seed=0):
+    rng = random.Random(seed)
+    lines = [" ".join(rng.choice(WORDS) for _ in range(12)) + "." for _ in range(n_words // 12)]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def tiny(tmp_path, **overrides) -> TrainConfig:
+    data = tmp_path / "corpus.txt"
+    if not data.exists():
+        corpus(data)
+    values = dict(data=str(data), out=str(tmp_path / "run"), n_layer=2, n_head=2, n_embd=32,
+                  block_size=32, tokenizer="bpe", vocab_size=300, batch_size=4, max_steps=6,
+                  warmup_steps=2, lr=3e-3, eval_every=3, eval_batches=2, save_every=2,
+                  keep_last=2, log_every=1, sample_tokens=8, cache_dir=str(tmp_path / "cache"),
+                  seed=0)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+# ---- pieces
+
+
+def test_lr_schedule_warmup_then_cosine():
+    cfg = TrainConfig(data="x", out="y", lr=1e-3, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(60, cfg) == pytest.approx(0.55e-3)
+    assert lr_at(110, cfg) == pytest.approx(1e-4)
+    lrs = [lr_at(s, cfg) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_weight_decay_only_on_matrices(tiny_model):
+    opt = make_optimizer(tiny_model, TrainConfig(data="x", out="y", weight_decay=0.1), torch.device("cpu"))
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    n = sum(p.numel() for g in opt.param_groups for p in g["params"])
+    assert n == tiny_model.num_params()  # the tied head is one parameter, counted once
+
+
+def test_presets_resolve_and_flags_win():
+    ts = resolve_config({"data": "d", "out": "o"}, preset="tinystories-gpu")
+    assert (ts.n_layer, ts.n_head, ts.n_embd, ts.block_size, ts.tokenizer, ts.batch_size, ts.lr) == \
+        (4, 4, 256, 512, "gpt2", 52, 5e-4)
+    cfg = resolve_config({"data": "d", "out": "o", "max_steps": 7}, preset="cpu-demo")
+    assert cfg.max_steps == 7 and cfg.n_embd == PRESETS["cpu-demo"]["n_embd"]
+    for name in ("story-cpu", "python-cpu", "python-sft-cpu"):
+        resolve_config({"data": "d", "out": "o"}, preset=name)
+    with pytest.raises(ValueError, match="unknown training preset 'nope'"):
+        resolve_config({"data": "d", "out": "o"}, preset="nope")
+
+
+@pytest.mark.parametrize("option, message", [
+    ({"lr": -0.001}, "lr must be a number in"),
+    ({"batch_size": 0}, "batch-size must be an integer >= 1"),
+    ({"block_size": 100_000}, "block-size 100000 is larger than this trainer allows"),
+    ({"n_embd": 30, "n_head": 4}, "divisible"),
+    ({"max_steps": 2.5}, "max-steps must be an integer"),
+    ({"grad_clip": float("nan")}, "grad-clip must be a number"),
+    ({"mode": "finetune"}, "mode must be"),
+    ({"tokenizer": "sentencepiece"}, "tokenizer must be"),
+    ({"vocab_size": 100}, "vocab-size must be between"),
+    ({"bogus": 1}, "unknown training option"),
+])
+def test_nonsense_hyperparameters_are_refused(option, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_config({"data": "d", "out": "o", **option})
+
+
+def test_run_directory_is_never_overwritten(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a training run"):
+        check_run_dir(tiny(tmp_path), resume=False, force=True)
+    (run / "notes.txt").unlink()
+    (run / "train_config.json").write_text("{}")
+    with pytest.raises(ValueError, match="already holds a training run.*--resume.*--force"):
+        check_run_dir(tiny(tmp_path), resume=False, force=False)
+    with pytest.raises(ValueError, match="contradict"):
+        check_run_dir(tiny(tmp_path), resume=True, force=True)
+    check_run_dir(tiny(tmp_path), resume=True, force=False)
+    check_run_dir(tiny(tmp_path), resume=False, force=True)
+
+
+# ---- end to end
+
+
+def test_pretrain_end_to_end(tmp_path):
+    cfg = tiny(tmp_path, max_steps=8)
+    events = []
+    summary = train(cfg, on_event=events.append, progress=False)
+    run = tmp_path / "run"
+    assert summary["state"] == "finished" and summary["step"] == 8
+    assert summary["tokens"] == 8 * 4 * 32
+    metrics = read_metrics(run / "metrics.jsonl")
+    assert [e["type"] for e in metrics] == [e["type"] for e in events]
+    trains = [e for e in metrics if e["type"] == "train"]
+    assert [e["step"] for e in trains] == list(range(1, 9))
+    for e in trains:
+        assert {"step", "loss", "lr", "tokens_per_s", "tokens", "elapsed_s", "time"} <= set(e)
+        assert e["tokens_per_s"] > 0 and math.isfinite(e["loss"])
+    assert trains[-1]["loss"] < trains[0]["loss"]
+    evals = [e for e in metrics if e["type"] == "eval"]
+    assert [e["step"] for e in evals] == [3, 6, 8]
+    assert all(e["val_ppl"] == pytest.approx(math.exp(e["val_loss"]), rel=1e-3) for e in evals)
+    assert [e["step"] for e in metrics if e["type"] == "sample"] == [3, 6, 8]
+    assert metrics[0]["type"] == "start" and metrics[-1]["type"] == "end"
+    # keep_last=2 step checkpoints, plus best
+    assert [s for s, _ in list_checkpoints(run)] == [6, 8]
+    best = load_checkpoint(run / "checkpoints" / "best")
+    assert json.loads((best.path / "trainer_state.json").read_text())["val_loss"] == \
+        pytest.approx(min(e["val_loss"] for e in evals), abs=1e-4)
+    assert (run / "tokenizer" / "tokenizer.json").is_file()
+    # the run directory loads anywhere a model is expected, with the trained tokenizer
+    ckpt = load_model(str(run))
+    assert ckpt.path.name == "step-8" and ckpt.model.config.n_layer == 2
+    assert ckpt.tokenizer.vocab_size <= 300
+    card = (ckpt.path / "README.md").read_text()
+    assert "python -m engine train" in card and "validation loss" in card
+
+
+def test_sft_from_a_checkpoint_learns_the_responses(tmp_path):
+    train(tiny(tmp_path, max_steps=4, block_size=96), progress=False)
+    rows = [{"instruction": f"What colour is fox number {i}?", "input": "", "output": "red"}
+            for i in range(24)]
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = TrainConfig(data=str(qa), out=str(tmp_path / "sft"), init_from=str(tmp_path / "run"),
+                      batch_size=4, max_steps=20, warmup_steps=1, lr=1e-2, eval_every=10,
+                      eval_batches=1, save_every=20, log_every=1, sample_tokens=4,
+                      cache_dir=str(tmp_path / "cache"), val_fraction=0.2)
+    summary = train(cfg, progress=False)
+    assert summary["mode"] == "sft"
+    trains = [e for e in read_metrics(tmp_path / "sft" / "metrics.jsonl") if e["type"] == "train"]
+    assert trains[-1]["loss"] < 0.3 * trains[0]["loss"]  # "red" + EOT is quickly learnt
+    base = load_model(str(tmp_path / "run"))
+    tuned = load_model(str(tmp_path / "sft"))
+    assert tuned.model.config == base.model.config  # shape and tokenizer carried over
+    assert tuned.tokenizer.vocab_size == base.tokenizer.vocab_size
+    sample = [e for e in read_metrics(tmp_path / "sft" / "metrics.jsonl") if e["type"] == "sample"][0]
+    assert sample["prompt"].startswith("### Instruction:\nWhat colour is fox number")
+
+
+def test_sft_context_larger_than_the_model_is_refused(tmp_path):
+    train(tiny(tmp_path, max_steps=2), progress=False)
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps({"instruction": "q", "output": "a"}))
+    cfg = TrainConfig(data=str(qa), out=str(tmp_path / "sft"), init_from=str(tmp_path / "run"),
+                      block_size=64, cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="block-size 64 is larger than the context window"):
+        train(cfg, progress=False)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_mixed_precision_paths_run_on_cpu(tmp_path, dtype):
+    # bf16 autocast, and fp16 autocast with a GradScaler: the code paths used on GPUs.
+    summary = train(tiny(tmp_path, max_steps=2, eval_every=2, dtype=dtype), progress=False)
+    assert summary["state"] == "finished" and math.isfinite(summary["val_loss"])
+
+
+# ---- command line
+
+
+def test_cli_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--data", "--out", "--preset", "--max-steps", "--save-every", "--resume",
+                 "--force", "--lr", "--grad-accum", "--init-from", "--val-data", "--compile"):
+        assert flag in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lr", "-1"], "lr must be a number in"),
+    (["--batch-size", "0"], "batch-size must be an integer >= 1"),
+    (["--data", "MISSING"], "no such file or directory"),
+])
+def test_cli_bad_input_is_one_line_and_spends_nothing(tmp_path, capsys, args, message):
+    corpus(tmp_path / "c.txt")
+    base = ["train", "--data", str(tmp_path / "c.txt"), "--out", str(tmp_path / "out"),
+            "--preset", "cpu-demo", "--cache-dir", str(tmp_path / "cache")]
+    args = [str(tmp_path / a) if a == "MISSING" else a for a in args]
+    assert main(base + args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "checkpoints").exists()
+    assert not (tmp_path / "cache").exists()  # no tokenizing either
+
+
+def test_cli_train_then_eval_matches_the_runs_val_loss(tmp_path, capsys):
+    corpus(tmp_path / "c.txt")
+    common = ["--cache-dir", str(tmp_path / "cache")]
+    rc = main(["train", "--data", str(tmp_path / "c.txt"), "--out", str(tmp_path / "r"),
+               "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32",
+               "--tokenizer", "bpe", "--vocab-size", "300", "--batch-size", "4", "--max-steps", "3",
+               "--eval-every", "3", "--eval-batches", "50", "--no-progress", *common])
+    assert rc == 0
+    assert "finished at step 3" in capsys.readouterr().out
+    val = [e for e in read_metrics(tmp_path / "r" / "metrics.jsonl") if e["type"] == "eval"][-1]
+    assert main(["eval", "--model", str(tmp_path / "r"), "--data", str(tmp_path / "c.txt"),
+                 "--batch-size", "4", "--json", *common]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["loss"] == pytest.approx(val["val_loss"], abs=1e-4)
+    assert result["perplexity"] == pytest.approx(math.exp(result["loss"]))
+    # the same command again refuses to overwrite the run
+    assert main(["train", "--data", str(tmp_path / "c.txt"), "--out", str(tmp_path / "r"), *common]) == 2
+    assert "already holds a training run" in capsys.readouterr().err
