@@ -1,0 +1,141 @@
+"""Kill a training run at random moments (SIGKILL, and one clean SIGTERM stop), resume it each
+time, and check that the finished run is bit-for-bit the run that was never interrupted."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from engine.checkpoint import list_checkpoints
+from engine.train import read_metrics, train
+
+from test_train import corpus, tiny
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS = 24
+
+
+def _flags(cfg) -> list[str]:
+    return ["--data", cfg.data, "--out", cfg.out, "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
+            "--block-size", "32", "--tokenizer", "bpe", "--vocab-size", "300", "--batch-size", "4",
+            "--max-steps", str(STEPS), "--warmup-steps", "2", "--lr", "3e-3", "--dropout", "0.1",
+            "--eval-every", "8", "--eval-batches", "2", "--save-every", "3", "--keep-last", "2",
+            "--log-every", "1", "--sample-tokens", "4", "--seed", "0", "--cache-dir", cfg.cache_dir,
+            "--no-progress"]
+
+
+def _spawn(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "engine", "train", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _last_step(run: Path) -> int:
+    steps = [e["step"] for e in read_metrics(run / "metrics.jsonl") if e.get("type") == "train"]
+    return steps[-1] if steps else 0
+
+
+def _wait_for_step(proc: subprocess.Popen, run: Path, step: int, timeout: float = 120) -> bool:
+    """Wait until the run has logged `step` (True) or the process has ended (False)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            return False
+        if _last_step(run) >= step:
+            return True
+        time.sleep(0.01)
+    proc.kill()
+    raise AssertionError(f"no step {step} within {timeout}s:\n{proc.communicate()[0].decode()}")
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(list_checkpoints(run)[-1][1] / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_run_equals_the_uninterrupted_run(tmp_path):
+    seed = int(os.environ.get("RESUME_TEST_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    print(f"RESUME_TEST_SEED={seed}")
+    corpus(tmp_path / "corpus.txt")
+
+    # The reference: the same run, never interrupted.
+    ref_cfg = tiny(tmp_path, out=str(tmp_path / "ref"), max_steps=STEPS, dropout=0.1, eval_every=8,
+                   save_every=3, sample_tokens=4)
+    train(ref_cfg, progress=False)
+
+    cfg = tiny(tmp_path, out=str(tmp_path / "run"))
+    run = Path(cfg.out)
+    args = _flags(cfg)
+    # 1) a clean stop: SIGTERM makes the trainer save a checkpoint at the step it is on
+    proc = _spawn(args)
+    assert _wait_for_step(proc, run, rng.randint(2, 5))
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 0, out
+    end = read_metrics(run / "metrics.jsonl")[-1]
+    assert end["type"] == "end" and end["state"] == "stopped"
+    assert list_checkpoints(run)[-1][0] == end["step"]  # saved where it stopped
+    assert "stopped at step" in out
+
+    # 2) SIGKILL at random moments (mid-step, mid-checkpoint, mid-evaluation), resuming each time
+    kills = 0
+    while kills < 3:
+        before = list_checkpoints(run)[-1][0] if list_checkpoints(run) else 0
+        proc = _spawn(args + ["--resume"])
+        if not _wait_for_step(proc, run, min(STEPS - 1, before + rng.randint(1, 6))):
+            break  # it finished first
+        time.sleep(rng.uniform(0, 0.05))
+        proc.kill()
+        proc.wait()
+        kills += 1
+        # every checkpoint that a reader can see is complete, whatever the moment of the kill
+        for step, path in list_checkpoints(run):
+            assert (path / "model.safetensors").is_file() and (path / "optimizer.pt").is_file()
+
+    # 3) resume to the end
+    proc = _spawn(args + ["--resume"])
+    out = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, out
+    assert f"finished at step {STEPS}" in out
+
+    assert (run / "tokenizer" / "tokenizer.json").read_bytes() == \
+        (tmp_path / "ref" / "tokenizer" / "tokenizer.json").read_bytes()
+    ref, got = _weights(tmp_path / "ref"), _weights(run)
+    assert ref.keys() == got.keys()
+    for name in ref:
+        assert torch.equal(ref[name], got[name]), f"{name} differs after resume (seed {seed})"
+    # the metrics read as one run: each step once, and the same losses as the reference
+    events = read_metrics(run / "metrics.jsonl")
+    steps = [e["step"] for e in events if e["type"] == "train"]
+    assert steps == sorted(set(steps)) and steps[-1] == STEPS
+    ref_loss = {e["step"]: e["loss"] for e in read_metrics(tmp_path / "ref" / "metrics.jsonl")
+                if e["type"] == "train"}
+    for e in events:
+        if e["type"] == "train":
+            assert e["loss"] == ref_loss[e["step"]], f"step {e['step']} (seed {seed})"
+
+
+def test_resume_skips_leftovers_of_an_interrupted_save(tmp_path):
+    # A crash mid-save leaves a temporary directory; a half-deleted old checkpoint is renamed
+    # first. Neither may be taken for a checkpoint.
+    cfg = tiny(tmp_path, max_steps=4, save_every=2)
+    train(cfg, progress=False)
+    ckpts = tmp_path / "run" / "checkpoints"
+    (ckpts / ".step-6.tmp-abc").mkdir()
+    (ckpts / ".step-6.tmp-abc" / "config.json").write_text("{}")
+    (ckpts / "step-9").mkdir()  # no config.json: incomplete
+    assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [2, 4]
+    summary = train(tiny(tmp_path, max_steps=6, save_every=2), resume=True, progress=False)
+    assert summary["step"] == 6
+    start = [e for e in read_metrics(tmp_path / "run" / "metrics.jsonl") if e["type"] == "start"][-1]
+    assert start["resumed_from"].endswith("step-4")
