@@ -442,9 +442,11 @@ def _bytes_of(obj) -> bytes:
 def _load_tokenizer(cfg: TrainConfig, source: D.Source, run: Path, dist: Dist,
                     init_tokenizer: Tokenizer | None) -> Tokenizer:
     tok_dir = run / "tokenizer"
+    existing = (tok_dir / "tokenizer_config.json").is_file()
+    dist.barrier()  # every process has looked before rank 0 writes one
     if init_tokenizer is not None:
         tok = init_tokenizer
-    elif (tok_dir / "tokenizer_config.json").is_file():  # resume: the run's own tokenizer
+    elif existing:  # resume: the run's own tokenizer
         from .checkpoint import read_tokenizer
         return read_tokenizer(tok_dir)
     elif cfg.tokenizer == "gpt2":
@@ -454,10 +456,13 @@ def _load_tokenizer(cfg: TrainConfig, source: D.Source, run: Path, dist: Dist,
             print(f"training a byte-level BPE tokenizer ({cfg.vocab_size} tokens) on {cfg.data} ...",
                   file=sys.stderr)
             tok = BPETokenizer.train(D.tokenizer_corpus(source), cfg.vocab_size)
-        dist.barrier()
-        if not dist.main:
-            from .checkpoint import read_tokenizer
-            return read_tokenizer(tok_dir)
+            tok_dir.mkdir(parents=True, exist_ok=True)
+            tok.save(tok_dir)
+        dist.barrier()  # the other processes read the tokenizer rank 0 trained
+        if dist.main:
+            return tok
+        from .checkpoint import read_tokenizer
+        return read_tokenizer(tok_dir)
     if dist.main:
         tok_dir.mkdir(parents=True, exist_ok=True)
         tok.save(tok_dir)
