@@ -192,7 +192,7 @@ def build_prompt(conversation: Sequence[Mapping], tokenizer, block_size: int, ma
         raise ValueError(
             f"The message is too long for this model: it needs {fixed} tokens with the template, "
             f"but the {block_size}-token context window leaves {budget} after reserving {room} "
-            f"for the answer. Shorten it by about {fixed - budget} tokens, or lower max_new_tokens.")
+            f"for the answer. Shorten it by about {fixed - budget} tokens, or ask for a shorter answer (max_new_tokens).")
     blocks = [format_prompt(q) + a + "\n\n" for q, a in past]
     # Estimate from per-block counts (newest first), then check the real prompt below.
     keep, used = 0, fixed
