@@ -9,9 +9,11 @@ in one process. Runs alternate (ours, theirs, ours, ...) after one warm-up each,
 machine's load hits both alike; the figure is the median over runs of new tokens per second,
 wall time of the whole call (prefill included; ours also turns tokens into streamed text).
 
-It also measures memory bandwidth (the median of repeated sums over a 512 MiB tensor) and, for
-each model, the fraction of the bandwidth bound reached: decoding one token reads every weight
-once (the position embedding only one row), so tokens/s can be at most bandwidth / bytes.
+It also measures memory read bandwidth (summing a 512 MiB tensor, with the same threads,
+between the runs, median) and, for each model, the fraction of the bandwidth bound reached:
+decoding one token reads every weight once (the position embedding only one row), so tokens/s
+can be at most bandwidth / bytes. On a shared machine the load average is printed too: other
+processes slow both sides alike (runs alternate), but the absolute figures drop.
 
 Progress goes to stderr; stdout's last line is one JSON object:
 {"results": [{"model": "small", "ours_tok_s": .., "transformers_tok_s": .., "ratio": .., ...}]}
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -80,16 +83,23 @@ def time_theirs(model, tok, ids, new_tokens, seed) -> float:
     return (out.shape[1] - x.shape[1]) / (time.perf_counter() - t0)
 
 
-def bandwidth_gb_s(mib: int = 512, repeats: int = 7) -> float:
+class Bandwidth:
     """Read bandwidth: bytes of a large float32 tensor over the time to sum it."""
-    x = torch.ones(mib * 2**20 // 4)
-    x.sum()  # touch every page first
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        x.sum()
-        times.append(time.perf_counter() - t0)
-    return x.numel() * 4 / statistics.median(times) / 1e9
+
+    def __init__(self, mib: int = 512) -> None:
+        self.x = torch.ones(mib * 2**20 // 4)
+        self.x.sum()  # touch every page first
+        self.samples: list[float] = []
+
+    def sample(self, repeats: int = 3) -> float:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            self.x.sum()
+            self.samples.append(self.x.numel() * 4 / (time.perf_counter() - t0) / 1e9)
+        return statistics.median(self.samples[-repeats:])
+
+    def median(self) -> float:
+        return statistics.median(self.samples)
 
 
 def weight_bytes_per_token(model: GPT) -> int:
@@ -118,9 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     log(f"torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"{torch.get_num_threads()} threads, {args.runs} runs x {args.new_tokens} new tokens")
-    bw = bandwidth_gb_s()
-    log(f"memory bandwidth (sum of 512 MiB): {bw:.1f} GB/s")
+        f"{torch.get_num_threads()} threads, {args.runs} runs x {args.new_tokens} new tokens, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     tok = GPT2Tokenizer()
     ids = tok.encode(PROMPT)
     results = []
@@ -128,19 +137,21 @@ def main(argv: list[str] | None = None) -> int:
         ours, theirs = build(name)
         time_ours(ours, tok, ids, 8, seed=0)  # warm-up: allocator, kernels, lazy imports
         time_theirs(theirs, tok, ids, 8, seed=0)
-        o, t = [], []
+        o, t, bw = [], [], Bandwidth()
         for run in range(args.runs):
             o.append(time_ours(ours, tok, ids, args.new_tokens, seed=run))
             t.append(time_theirs(theirs, tok, ids, args.new_tokens, seed=run))
-            log(f"{name} run {run + 1}: ours {o[-1]:.1f} tok/s, transformers {t[-1]:.1f} tok/s")
+            log(f"{name} run {run + 1}: ours {o[-1]:.1f} tok/s, transformers {t[-1]:.1f} tok/s, "
+                f"bandwidth {bw.sample():.1f} GB/s, load {os.getloadavg()[0]:.1f}")
         ours_tps, theirs_tps = statistics.median(o), statistics.median(t)
+        del bw.x
         nbytes = weight_bytes_per_token(ours)
         results.append({
             "model": name, "ours_tok_s": round(ours_tps, 2),
             "transformers_tok_s": round(theirs_tps, 2), "ratio": round(ours_tps / theirs_tps, 3),
             "params": ours.num_params(), "weight_bytes_per_token": nbytes,
-            "bandwidth_gb_s": round(bw, 2),
-            "bandwidth_fraction": round(ours_tps * nbytes / (bw * 1e9), 3),
+            "bandwidth_gb_s": round(bw.median(), 2),
+            "bandwidth_fraction": round(ours_tps * nbytes / (bw.median() * 1e9), 3),
         })
         log(json.dumps(results[-1]))
         del ours, theirs
