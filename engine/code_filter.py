@@ -59,21 +59,44 @@ class FilterDecision:
 
 
 def _term_regex(terms: Iterable[str]) -> re.Pattern:
-    """One alternation for a list of terms, longest first; Latin terms need word boundaries
-    (a plural s/es allowed), Cyrillic terms are stems (prefix match), CJK terms substrings."""
-    parts = []
-    for term in sorted(set(terms), key=len, reverse=True):
-        body = r"\s+".join(re.escape(w) for w in term.split())
+    """One regex for a list of terms. Latin terms need word boundaries (a plural s/es allowed),
+    Cyrillic terms are stems (prefix match), CJK terms are substrings. The terms are compiled
+    as a character trie, so matching costs about the same for 20 terms or 700."""
+    buckets: dict[tuple[str, str], list[str]] = {}
+    for term in set(terms):
         if re.search(r"[\u0400-\u04FF]", term):
-            parts.append(rf"(?<![{_WORD}]){body}")
+            edges = (rf"(?<![{_WORD}])", "")
         elif re.search(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]", term):
-            parts.append(body)
+            edges = ("", "")
         else:
             # Terms that start or end with punctuation ("self.", "**kwargs") set their own edge.
-            left = rf"(?<![{_WORD}])" if re.match(rf"[{_WORD}]", term) else ""
-            right = rf"(?:s|es)?(?![{_WORD}])" if re.search(rf"[{_WORD}]$", term) else ""
-            parts.append(left + body + right)
+            edges = (rf"(?<![{_WORD}])" if re.match(rf"[{_WORD}]", term) else "",
+                     rf"(?:s|es)?(?![{_WORD}])" if re.search(rf"[{_WORD}]$", term) else "")
+        buckets.setdefault(edges, []).append(" ".join(term.split()))
+    parts = [left + _trie(words) + right for (left, right), words in sorted(buckets.items())]
     return re.compile("|".join(parts) or r"(?!x)x", re.IGNORECASE)
+
+
+def _trie(words: Iterable[str]) -> str:
+    """A regex matching exactly these words, shaped as a trie (longest match first)."""
+    root: dict = {}
+    for w in words:
+        node = root
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: dict) -> str:
+        alts = [(r"\s+" if ch == " " else re.escape(ch)) + emit(child)
+                for ch, child in sorted(node.items()) if ch]
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        if "" in node:  # a word ends here, and longer ones go on
+            return ("(?:" + body + ")?") if len(alts) == 1 else body + "?"
+        return body
+
+    return "(?:" + emit(root) + ")"
 
 
 def _canonical(match: str, known: set[str]) -> str:
@@ -326,7 +349,7 @@ class CodeQuestionFilter:
         """Is there evidence of code besides the sense's own trigger words?"""
         if hits or errors:
             return True
-        for name in STRONG_GROUPS:
+        for name in STRONG_GROUPS + ("python",):
             terms = [t for t in matched.get(name, []) if not sense.triggers.fullmatch(t)]
             if terms:
                 return True
