@@ -127,7 +127,8 @@ def build(demo: gr.Blocks, wb: service.Workbench, controls: Controls) -> None:
                       api_name="explain", show_progress="minimal")
     add_btn.click(guard(partial(add_token, wb)), explore_inputs, [story, chart, opened],
                   api_name="add_token", show_progress="minimal")
-    gr.on([c.release if isinstance(c, gr.Slider) else c.change
-           for c in [top, *controls.sampling]] + [controls.model.change],
+    # .change (not .release) so typed values count too; always_last drops the values a drag
+    # passes through.
+    gr.on([c.change for c in [top, *controls.sampling, controls.model]],
           guard(partial(follow, wb)), [opened, *explore_inputs], [chart, opened],
           api_visibility="undocumented", show_progress="hidden", trigger_mode="always_last")

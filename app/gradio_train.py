@@ -64,9 +64,12 @@ def status_markdown(st: dict) -> str:
     return text
 
 
-def curve_frame(st: dict) -> pd.DataFrame:
-    """The loss curve's points; typed columns even when empty (the plot needs numeric axes)."""
+def curve_frame(st: dict) -> pd.DataFrame | None:
+    """The loss curve's points, with typed columns; None before there are any (Gradio 6.31's
+    LinePlot draws no lines after an update if it ever held an empty frame)."""
     points = st.get("curve") or []
+    if not points:
+        return None
     return pd.DataFrame({"step": pd.Series([p["step"] for p in points], dtype="int64"),
                          "loss": pd.Series([p["loss"] for p in points], dtype="float64"),
                          "split": pd.Series([p["split"] for p in points], dtype="object")})
@@ -164,17 +167,17 @@ def build(demo: gr.Blocks, wb: service.Workbench, controls: Controls) -> None:
     presets = wb.training_presets()
     default_preset = "cpu-demo" if any(p == "cpu-demo" for _, p in presets) else presets[0][1]
     corpora = wb.training_data()
-    with gr.Row():
-        preset = gr.Dropdown(presets, value=default_preset, label="Preset", scale=3,
-                             info="A recipe: model shape, tokenizer and optimiser settings.",
-                             elem_id="train-preset", interactive=allowed)
-        run_name = gr.Textbox(label="Run name", placeholder="empty: preset and time",
-                              info="A folder under runs/; the model picker shows it.",
-                              elem_id="train-name", scale=2, interactive=allowed)
-    with gr.Row():
-        source = gr.Radio(list(SOURCES), value=SOURCES[0], label="Data", elem_id="train-source",
-                          interactive=allowed, scale=1)
-        with gr.Column(scale=2):
+    values = preset_values(default_preset)
+    init_choices = [NEW_MODEL] + [(label, spec) for label, spec in wb.model_choices()]
+    runs = wb.resumable_runs()
+    with gr.Row(equal_height=False):
+        # Left: what to train. Right: the job as it runs (visible without scrolling).
+        with gr.Column(scale=5, min_width=380):
+            preset = gr.Dropdown(presets, value=default_preset, label="Preset",
+                                 info="A recipe: model shape, tokenizer and optimiser settings.",
+                                 elem_id="train-preset", interactive=allowed)
+            source = gr.Radio(list(SOURCES), value=SOURCES[0], label="Data",
+                              elem_id="train-source", interactive=allowed)
             corpus = gr.Dropdown(corpora, value=corpora[0][1] if corpora else None,
                                  label="Bundled corpus", elem_id="train-corpus",
                                  interactive=allowed)
@@ -186,45 +189,48 @@ def build(demo: gr.Blocks, wb: service.Workbench, controls: Controls) -> None:
                                  placeholder="roneneldan/TinyStories or wikitext:wikitext-2-raw-v1",
                                  info="Streamed from the hub: needs the network.",
                                  elem_id="train-hf", interactive=allowed)
-    init_choices = [NEW_MODEL] + [(label, spec) for label, spec in wb.model_choices()]
-    with gr.Accordion("Hyperparameters", open=False, elem_id="train-hyper"):
-        init_from = gr.Dropdown(init_choices, value=NEW_MODEL, label="Start from",
-                                allow_custom_value=True,
-                                info="A new model of the preset's shape, or fine-tune an existing "
-                                     "one (for instruction data).", elem_id="train-init",
-                                interactive=allowed)
-        values = preset_values(default_preset)
-        with gr.Row():
-            max_steps = gr.Number(values[0], label="Steps", precision=0, minimum=1,
-                                  elem_id="train-max-steps", interactive=allowed)
-            lr = gr.Number(values[1], label="Learning rate", minimum=0, elem_id="train-lr",
-                           interactive=allowed)
-            batch_size = gr.Number(values[2], label="Batch size (sequences)", precision=0,
-                                   minimum=1, elem_id="train-batch", interactive=allowed)
-            block_size = gr.Number(values[3], label="Context (tokens)", precision=0, minimum=8,
-                                   elem_id="train-block", interactive=allowed)
-    with gr.Row():
-        start_btn = gr.Button("Start training", variant="primary", elem_id="train-start",
-                              interactive=allowed)
-        stop_btn = gr.Button("Stop (saves a checkpoint)", variant="stop", elem_id="train-stop",
-                             interactive=False)
-    with gr.Accordion("Resume a run", open=False, elem_id="train-resume-box"):
-        with gr.Row():
-            runs = wb.resumable_runs()
-            resume_run = gr.Dropdown(runs, value=runs[0] if runs else None, label="Run",
-                                     allow_custom_value=True,
-                                     elem_id="train-resume-run", interactive=allowed)
-            resume_steps = gr.Number(None, label="Train until step (empty: as before)",
-                                     precision=0, elem_id="train-resume-steps",
-                                     interactive=allowed)
-            resume_btn = gr.Button("Resume", elem_id="train-resume", interactive=allowed)
-
-    status = gr.Markdown("", elem_id="train-status")
-    curve = gr.LinePlot(curve_frame({}), x="step", y="loss",
-                        color="split", title="Loss", height=300, elem_id="train-curve",
-                        color_map={"train": "#6366f1", "validation": "#f97316"})
-    samples = gr.Textbox(label="Sample generations (newest first)", lines=6, max_lines=16,
-                         interactive=False, elem_id="train-samples")
+            run_name = gr.Textbox(label="Run name", placeholder="empty: preset and time",
+                                  info="A folder under runs/; the model picker shows it.",
+                                  elem_id="train-name", interactive=allowed)
+            with gr.Accordion("Hyperparameters", open=False, elem_id="train-hyper"):
+                init_from = gr.Dropdown(init_choices, value=NEW_MODEL, label="Start from",
+                                        allow_custom_value=True,
+                                        info="A new model of the preset's shape, or fine-tune "
+                                             "an existing one (for instruction data).",
+                                        elem_id="train-init", interactive=allowed)
+                with gr.Row():
+                    max_steps = gr.Number(values[0], label="Steps", precision=0, minimum=1,
+                                          elem_id="train-max-steps", interactive=allowed)
+                    lr = gr.Number(values[1], label="Learning rate", minimum=0,
+                                   elem_id="train-lr", interactive=allowed)
+                with gr.Row():
+                    batch_size = gr.Number(values[2], label="Batch (sequences)", precision=0,
+                                           minimum=1, elem_id="train-batch", interactive=allowed)
+                    block_size = gr.Number(values[3], label="Context (tokens)", precision=0,
+                                           minimum=8, elem_id="train-block", interactive=allowed)
+            with gr.Row():
+                start_btn = gr.Button("Start training", variant="primary", elem_id="train-start",
+                                      interactive=allowed)
+                stop_btn = gr.Button("Stop (saves a checkpoint)", variant="stop",
+                                     elem_id="train-stop", interactive=False)
+            with gr.Accordion("Resume a run", open=False, elem_id="train-resume-box"):
+                resume_run = gr.Dropdown(runs, value=runs[0] if runs else None, label="Run",
+                                         allow_custom_value=True, elem_id="train-resume-run",
+                                         interactive=allowed)
+                with gr.Row():
+                    resume_steps = gr.Number(None, label="Train until step (empty: as before)",
+                                             precision=0, elem_id="train-resume-steps",
+                                             interactive=allowed)
+                    resume_btn = gr.Button("Resume", elem_id="train-resume",
+                                           interactive=allowed)
+        with gr.Column(scale=7, min_width=420):
+            status = gr.Markdown("", elem_id="train-status")
+            curve = gr.LinePlot(None, x="step", y="loss", color="split",
+                                title="Loss", height=300, elem_id="train-curve",
+                                x_axis_format="d", y_title="loss (cross-entropy)",
+                                color_map={"train": "#6366f1", "validation": "#f97316"})
+            samples = gr.Textbox(label="Sample generations (newest first)", lines=8,
+                                 max_lines=16, interactive=False, elem_id="train-samples")
     seen = gr.State({})
     timer = gr.Timer(1.0)
 

@@ -371,8 +371,9 @@ class Workbench:
                 if f.suffix.lower() in (".txt", ".jsonl") and \
                         not f.name.upper().startswith(("LICENSE", "README", "NOTICE", "SOURCES")):
                     kind = "instructions" if f.suffix.lower() == ".jsonl" else "text"
-                    size = f.stat().st_size / 1e6
-                    found.append((f"{f.parent.name}/{f.name} ({kind}, {size:.1f} MB)", str(f)))
+                    size = f.stat().st_size
+                    size = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} KB"
+                    found.append((f"{f.parent.name}/{f.name} ({kind}, {size})", str(f)))
         return found
 
     def device_notice(self) -> str:

@@ -155,7 +155,7 @@ def test_train_views():
         assert part in md
     frame = train.curve_frame(running)
     assert list(frame.columns) == ["step", "loss", "split"] and len(frame) == 2
-    assert str(train.curve_frame({}).dtypes["loss"]) == "float64"
+    assert str(frame.dtypes["loss"]) == "float64" and train.curve_frame({}) is None
     assert "— step 10 —\nOnce upon" in train.samples_text(running)
     failed = train.status_markdown({"state": "failed", "run": "r", "error": "<bad> data"})
     assert "&lt;bad&gt; data" in failed

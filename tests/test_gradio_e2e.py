@@ -1,0 +1,210 @@
+"""The Gradio app in headless Chromium (Debian's chromium + chromedriver), used as a person would:
+chat and watch the answer stream in, see a refusal and its reason, reload and find the chat
+again, write a story, open the sampling explorer and move a slider, start a tiny training run,
+watch the loss curve update, stop it, and find the run in the model picker.
+
+Set GRADIO_E2E_SCREENSHOTS=/some/dir to keep a screenshot of each step.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+    pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium "
+                "chromium-driver)", allow_module_level=True)
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+
+from gradio_support import make_workbench, start_server  # noqa: E402
+
+SHOTS = os.environ.get("GRADIO_E2E_SCREENSHOTS")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    wb = make_workbench(root)
+    demo, url = start_server(wb)
+    yield wb, url
+    try:
+        wb.jobs.stop(wait=30)
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--window-size=1400,1000",
+                f"--user-data-dir={profile}"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def wait_for(check, timeout=30.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001 - the page is still rendering
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def shot(driver, name):
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(Path(SHOTS) / f"{name}.png"))
+
+
+def css(driver, selector):
+    return driver.find_element(By.CSS_SELECTOR, selector)
+
+
+def set_number(driver, selector, value):
+    box = css(driver, selector)
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(str(value), Keys.TAB)
+
+
+def open_app(driver, url):
+    driver.get(url)
+    wait_for(lambda: css(driver, "#chat-input textarea").is_displayed(), 60, what="the app")
+
+
+def bot_texts(driver):
+    return [m.text for m in driver.find_elements(By.CSS_SELECTOR,
+                                                 "#chatbot .message-row.bot-row .message")]
+
+
+def test_chat_streams_refuses_and_survives_reload(app, browser):
+    wb, url = app
+    open_app(browser, url)
+    # Long answers, so the stream can be watched growing.
+    set_number(browser, "#sampling-max-new-tokens input[type=number]", 1024)
+    box = css(browser, "#chat-input textarea")
+    box.send_keys("How do I reverse a list in Python? <b>not bold</b>", Keys.ENTER)
+    lengths = set()
+
+    def done():
+        texts = bot_texts(browser)
+        if texts and texts[-1]:
+            lengths.add(len(texts[-1]))
+        return "tokens/s" in css(browser, "#chat-stats").text
+
+    wait_for(done, 90, what="the answer to finish")
+    assert len(lengths) >= 2, f"the answer did not stream in (lengths seen: {sorted(lengths)})"
+    chat = css(browser, "#chatbot")
+    assert "<b>not bold</b>" in chat.text  # shown as text ...
+    assert not chat.find_elements(By.TAG_NAME, "b")  # ... never as HTML
+    shot(browser, "1-chat")
+
+    box = css(browser, "#chat-input textarea")
+    wait_for(lambda: box.is_enabled(), 10, what="the textbox to come back")
+    box.send_keys("What is the best pizza in Rome?", Keys.ENTER)
+    wait_for(lambda: "Why I declined" in css(browser, "#chatbot").text, 30, what="a refusal")
+    assert "Sorry, I'm a Python assistant" in css(browser, "#chatbot").text
+    shot(browser, "2-refusal")
+
+    browser.refresh()
+    wait_for(lambda: "best pizza in Rome" in css(browser, "#chatbot").text, 30,
+             what="the conversation after a reload")
+    assert "reverse a list" in css(browser, "#chatbot").text
+
+
+def test_story_and_sampling_explorer(app, browser):
+    wb, url = app
+    open_app(browser, url)
+    css(browser, "#tab-story-button").click()
+    wait_for(lambda: "story" in css(browser, "#model").text.lower()
+             or "story" in css(browser, "#model input").get_attribute("value"), 10,
+             what="the story model to be picked")
+    prompt = css(browser, "#story-prompt textarea")
+    prompt.send_keys("Once upon a time")
+    css(browser, "#story-write").click()
+    wait_for(lambda: "tokens/s" in css(browser, "#story-stats").text, 60, what="the story")
+    assert css(browser, "#story-output textarea").get_attribute("value").strip()
+    shot(browser, "3-story")
+
+    css(browser, "#explorer").click()
+    run = wait_for(lambda: css(browser, "#explorer-run"), 10, what="the explorer")
+    browser.execute_script("arguments[0].scrollIntoView()", run)
+    run.click()
+    rows = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#explorer-chart tbody tr"),
+                    30, what="the explorer chart")
+    assert len(rows) >= 10
+    head = css(browser, "#explorer-chart thead").text
+    assert "raw" in head and "top-p" in head and "greedy" not in head
+    # Temperature 0: the chart follows the slider and shows the greedy choice.
+    set_number(browser, "#sampling-temperature input[type=number]", 0)
+    wait_for(lambda: "greedy" in css(browser, "#explorer-chart thead").text, 30,
+             what="the chart to follow the temperature")
+    shot(browser, "4-explorer")
+
+
+def test_training_run_from_the_browser(app, browser):
+    wb, url = app
+    open_app(browser, url)
+    css(browser, "#tab-train-button").click()
+    wait_for(lambda: "No training job yet" in css(browser, "#train-status").text, 20,
+             what="the train tab")
+    css(browser, "#train-hyper").click()
+    set_number(browser, "#train-max-steps input", 5000)
+    set_number(browser, "#train-batch input", 4)
+    set_number(browser, "#train-block input", 32)
+    name = css(browser, "#train-name textarea, #train-name input")
+    name.send_keys("e2e-run")
+    css(browser, "#train-start").click()
+    wait_for(lambda: "e2e-run" in css(browser, "#train-status").text, 30, what="the job to start")
+
+    def curve_points():
+        status = wb.training_status()
+        return len(status["curve"]) >= 2 and "loss" in css(browser, "#train-status").text \
+            and status
+
+    status = wait_for(curve_points, 150, interval=0.5, what="the loss curve to update")
+    assert status["state"] == "running"
+    assert "tokens/s" in css(browser, "#train-status").text and "ETA" in \
+        css(browser, "#train-status").text
+    # The legend only shows once lines are drawn.
+    wait_for(lambda: "train" in css(browser, "#train-curve").text, 20, what="the curve's lines")
+    shot(browser, "5-training")
+
+    css(browser, "#train-stop").click()
+    wait_for(lambda: "stopped" in css(browser, "#train-status").text, 90,
+             what="the run to stop")
+    assert wb.training_status()["state"] == "stopped"
+
+    open_app(browser, url)  # a reload reconnects to the job's state
+    wait_for(lambda: css(browser, "#tab-train-button"), 20, what="the tabs").click()
+    wait_for(lambda: "e2e-run" in css(browser, "#train-status").text
+             and "stopped" in css(browser, "#train-status").text, 30, what="the job after reload")
+    assert any(label == "e2e-run (run)" for label, _ in wb.model_choices())
+    css(browser, "#model").click()
+    wait_for(lambda: "e2e-run (run)" in browser.find_element(By.CSS_SELECTOR, "body").text, 10,
+             what="the run in the model picker")
+    shot(browser, "6-stopped")
