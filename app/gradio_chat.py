@@ -152,7 +152,8 @@ def build(demo: gr.Blocks, wb: service.Workbench, controls: Controls) -> None:
                     info="The Python assistant answers programming questions and politely "
                          "declines the rest; free chat has no filter.", elem_id="chat-mode")
     state = gr.BrowserState([], storage_key=STORAGE_KEY, secret=STATE_SECRET)
-    chatbot = gr.Chatbot(elem_id="chatbot", label="Chat", height=460, render_markdown=False,
+    chatbot = gr.Chatbot(elem_id="chatbot", label="Chat", show_label=False, height=460,
+                         render_markdown=False,
                          sanitize_html=True, allow_tags=False, buttons=["copy", "copy_all"],
                          examples=examples_for(service.CHAT_MODES["python"]),
                          placeholder="Ask a Python question, or switch to free chat.",

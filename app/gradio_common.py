@@ -134,8 +134,10 @@ def sampling_components() -> list:
     for name in SAMPLING_NAMES:
         lo, hi, step, default, help_ = service.LIMITS[name]
         if name == "seed":
-            comp = gr.Number(value=None, label=labels[name], info=help_, precision=0,
-                             minimum=lo, maximum=hi, elem_id=f"sampling-{name}")
+            # -1, not None: Gradio 6.31 shows an empty Number as 0 and sends 0, which would
+            # make every answer the same.
+            comp = gr.Number(value=-1, label=labels[name], info=help_, precision=0,
+                             minimum=-1, maximum=hi, elem_id=f"sampling-{name}")
         else:
             comp = gr.Slider(lo, hi, value=default, step=step, label=labels[name], info=help_,
                              elem_id=f"sampling-{name.replace('_', '-')}")

@@ -53,7 +53,7 @@ LIMITS: dict[str, tuple[float, float, float, float | None, str]] = {
     "repetition_penalty": (1.0, 2.0, 0.01, 1.1,
                            "Makes tokens already in the text less likely (1 = off)."),
     "max_new_tokens": (1, 1024, 1, 200, "The most tokens to generate for one answer or story."),
-    "seed": (0, 2**31 - 1, 1, None, "Same seed, same text; leave empty for a new draw each time."),
+    "seed": (0, 2**31 - 1, 1, None, "Same seed, same text; empty or -1 for a new draw each time."),
 }
 SAMPLING_DEFAULTS = {name: spec[3] for name, spec in LIMITS.items()}
 

@@ -77,7 +77,7 @@ def test_chat_refusal_via_api(server, client):
     (dict(temperature=-3), "Value -3 is less than minimum value 0.0"),
     (dict(max_new_tokens=50_000), "Value 50000 is greater than maximum value 1024"),
     (dict(top_k=2.5), "Top_k must be a whole number, got 2.5"),
-    (dict(seed=-7), "Value -7 is less than minimum value 0"),
+    (dict(seed=-7), "Value -7 is less than minimum value -1"),
     (dict(mode_label="Shouting"), "'Shouting' (type: <class 'str'>) is not in the list of choices"),
     (dict(model="/etc"), "Unknown model '/etc'"),
     (dict(history=[{"role": "root", "content": "x"}]), "role 'user' or 'assistant'"),
@@ -144,3 +144,14 @@ def test_eight_concurrent_chats_do_not_mix(server):
         assert state[0]["content"] == q
         assert state[1]["content"] == want
         assert all(want.startswith(p) for p in partials)  # every streamed prefix is its own
+
+
+def test_default_seed_draws_anew(server, client):
+    """The seed box starts at -1 (a fresh draw each time); the same seed gives the same text."""
+    wb, _ = server
+    args = {k: v for k, v in chat_args(wb, "Tell me a story", temperature=1.0,
+                                       max_new_tokens=16).items() if k != "seed"}
+    answers = {client.predict(**args, api_name="/chat")[1][1]["content"] for _ in range(3)}
+    assert len(answers) > 1
+    seeded = {client.predict(**args, seed=5, api_name="/chat")[1][1]["content"] for _ in range(2)}
+    assert len(seeded) == 1
