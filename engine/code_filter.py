@@ -133,6 +133,7 @@ class _Sense:
     weak: re.Pattern
     strong_terms: set[str]
     weak_terms: set[str]
+    unless: re.Pattern  # phrases that rule this sense out ("snake game" is code, not a snake)
 
 
 @dataclass
@@ -175,7 +176,8 @@ class CodeQuestionFilter:
             weak = {c.lower() for c in s["context"] if not c.startswith("!")}
             self.senses.append(_Sense(s["word"], s["meaning"], s["reason"], float(s["weight"]),
                                       _term_regex(t.lower() for t in s["triggers"]),
-                                      _term_regex(strong), _term_regex(weak), strong, weak))
+                                      _term_regex(strong), _term_regex(weak), strong, weak,
+                                      _term_regex(t.lower() for t in s.get("unless", []))))
         self.languages = [_Language(l["name"], [re.compile(p, re.IGNORECASE | re.DOTALL)
                                                  for p in l["patterns"]])
                           for l in lex["languages"]]
@@ -292,10 +294,15 @@ class CodeQuestionFilter:
             trig_set = {" ".join(t.split()) for t in trig}
             strong = [c for c in dict.fromkeys(strong) if c not in trig_set]
             weak = [c for c in dict.fromkeys(weak) if c not in trig_set]
-            if strong or (weak and not self._clearly_code(matched, hits, errors, s)):
+            if s.unless.search(text):
+                continue
+            code = self._clearly_code(matched, hits, errors, s)
+            if strong or (weak and not code):
                 ctx = ", ".join((strong + weak)[:3])
                 reason = s.reason.format(word=trig[0], meaning=s.meaning, context=ctx)
-                sense_items.append((s.weight, f"sense:{s.word}", reason))
+                # With other evidence of code ("my python class at school"), the sense only
+                # takes back its own word's evidence and a little more; alone, it decides.
+                sense_items.append((max(s.weight, -1.5) if code else s.weight, f"sense:{s.word}", reason))
                 cancelled |= trig_set | {t.rstrip("s") for t in trig_set}
         # Senses of the same word (python: snake / Monty Python) count once.
         seen_words = set()
@@ -350,7 +357,7 @@ class CodeQuestionFilter:
         if hits or errors:
             return True
         for name in STRONG_GROUPS + ("python",):
-            terms = [t for t in matched.get(name, []) if not sense.triggers.fullmatch(t)]
+            terms = [t for t in matched.get(name, []) if not sense.triggers.search(t)]
             if terms:
                 return True
         return False
