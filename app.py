@@ -57,8 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     wb = service.configure(runs_dir=args.runs, bundled_dir=args.checkpoints, device=device,
                            exposed=service.is_exposed(args.host, args.share))
     demo = build_demo(wb)
-    host = "localhost" if args.host in ("127.0.0.1", "localhost") else args.host
-    print(f"GPT Workbench: open http://{host}:{args.port} in a browser", flush=True)
+    if args.host in ("127.0.0.1", "localhost", "0.0.0.0", "::"):
+        where = f"http://localhost:{args.port}"
+        if args.host in ("0.0.0.0", "::"):
+            where += " (other machines: this machine's address, same port)"
+    else:
+        where = f"http://{args.host}:{args.port}"
+    print(f"GPT Workbench: open {where} in a browser", flush=True)
     launch(demo, host=args.host, port=args.port, share=args.share, concurrency=args.concurrency)
     return 0
 

@@ -161,7 +161,7 @@ def build(demo: gr.Blocks, wb: service.Workbench, controls: Controls) -> None:
     policy = wb.training_policy()
     allowed = policy.allowed
     if not allowed:
-        gr.Markdown(f"**Training is turned off here.** {show_text(policy.reason)}",
+        gr.Markdown(f"**Read-only.** {show_text(policy.reason)}",
                     elem_id="train-disabled")
     gr.Markdown(wb.device_notice(), elem_id="train-device")
     presets = wb.training_presets()

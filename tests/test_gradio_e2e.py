@@ -123,8 +123,21 @@ def test_chat_streams_refuses_and_survives_reload(app, browser):
     assert not chat.find_elements(By.TAG_NAME, "b")  # ... never as HTML
     shot(browser, "1-chat")
 
+    # Stop, in the middle of a long answer.
     box = css(browser, "#chat-input textarea")
     wait_for(lambda: box.is_enabled(), 10, what="the textbox to come back")
+    box.send_keys("How do I sort a dict by value in Python?", Keys.ENTER)
+    wait_for(lambda: len(bot_texts(browser)) == 2 and bot_texts(browser)[-1], 30,
+             what="the second answer to start")
+    css(browser, "#chat-input button.stop-button").click()
+    wait_for(lambda: css(browser, "#chat-input textarea").is_enabled(), 10,
+             what="the textbox after stop")
+    stopped = bot_texts(browser)[-1]
+    time.sleep(1.0)
+    assert bot_texts(browser)[-1] == stopped  # nothing more arrives
+    assert "max new tokens" not in css(browser, "#chat-stats").text
+
+    box = css(browser, "#chat-input textarea")
     box.send_keys("What is the best pizza in Rome?", Keys.ENTER)
     wait_for(lambda: "Why I declined" in css(browser, "#chatbot").text, 30, what="a refusal")
     assert "Sorry, I'm a Python assistant" in css(browser, "#chatbot").text
