@@ -134,6 +134,7 @@ class _Sense:
     strong_terms: set[str]
     weak_terms: set[str]
     unless: re.Pattern  # phrases that rule this sense out ("snake game" is code, not a snake)
+    marked: re.Pattern  # phrases that are this sense by themselves ("a python", "pythons")
 
 
 @dataclass
@@ -177,7 +178,8 @@ class CodeQuestionFilter:
             self.senses.append(_Sense(s["word"], s["meaning"], s["reason"], float(s["weight"]),
                                       _term_regex(t.lower() for t in s["triggers"]),
                                       _term_regex(strong), _term_regex(weak), strong, weak,
-                                      _term_regex(t.lower() for t in s.get("unless", []))))
+                                      _term_regex(t.lower() for t in s.get("unless", [])),
+                                      _term_regex(t.lower() for t in s.get("marked", []))))
         self.languages = [_Language(l["name"], [re.compile(p, re.IGNORECASE | re.DOTALL)
                                                  for p in l["patterns"]])
                           for l in lex["languages"]]
@@ -294,6 +296,8 @@ class CodeQuestionFilter:
             trig_set = {" ".join(t.split()) for t in trig}
             strong = [c for c in dict.fromkeys(strong) if c not in trig_set]
             weak = [c for c in dict.fromkeys(weak) if c not in trig_set]
+            # "a python", "pythons": people rarely write of the language so; weak evidence.
+            weak += [" ".join(m.group(0).lower().split()) for m in s.marked.finditer(text)]
             if s.unless.search(text):
                 continue
             code = self._clearly_code(matched, hits, errors, s)
