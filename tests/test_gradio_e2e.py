@@ -221,3 +221,16 @@ def test_training_run_from_the_browser(app, browser):
     wait_for(lambda: "e2e-run (run)" in browser.find_element(By.CSS_SELECTOR, "body").text, 10,
              what="the run in the model picker")
     shot(browser, "6-stopped")
+    css(browser, "#model input").send_keys(Keys.ESCAPE)
+
+    # Resume it for a few more steps; it finishes there.
+    step = wb.training_status()["step"]
+    css(browser, "#train-resume-box").click()
+    wait_for(lambda: "e2e-run" in css(browser, "#train-resume-run input").get_attribute("value"),
+             10, what="the run to resume")
+    set_number(browser, "#train-resume-steps input", step + 3)
+    css(browser, "#train-resume").click()
+    wait_for(lambda: "finished" in css(browser, "#train-status").text, 120, interval=0.5,
+             what="the resumed run to finish")
+    status = wb.training_status()
+    assert status["state"] == "finished" and status["step"] == step + 3
