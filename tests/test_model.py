@@ -91,3 +91,11 @@ def test_bias_free_model_and_training_step():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]  # memorises the batch: gradients flow through every part
+
+
+def test_dropout_only_in_training():
+    model = make_model(100, dropout=0.5)
+    idx = torch.randint(0, 100, (1, 8))
+    torch.testing.assert_close(model(idx)[0], model(idx)[0])  # eval: deterministic
+    model.train()
+    assert not torch.allclose(model(idx)[0], model(idx)[0])
