@@ -60,6 +60,7 @@ async def start() -> None:
     mode = mode_of(cl.user_session.get("chat_profile"))
     cl.user_session.set("history", [])
     values = {**service.SAMPLING_DEFAULTS, "model": wb.default_model(mode)}
+    cl.user_session.set("loaded_model", values["model"])  # described only when it changes
     await cl.ChatSettings(settings_widgets(wb.model_choices(), values)).send()
     await cl.context.emitter.set_commands(training.COMMANDS)
     await training.reattach(wb)

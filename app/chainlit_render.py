@@ -9,24 +9,39 @@ left that would make the browser fetch something a model wrote is an image, so "
 from __future__ import annotations
 
 import asyncio
+import time
 
 
-async def stream_into(msg, reply) -> str:
+async def stream_into(msg, reply, interval: float = 0.05) -> str:
     """Stream the reply's text deltas into msg; returns the model's raw text.
 
-    Each token is produced in a worker thread (the event loop keeps serving other sessions); the
-    cancel event is checked by the engine between tokens, and once this coroutine is cancelled
-    no further token is asked for, so the stop button ends generation within a token.
+    Each token is produced in a worker thread (the event loop keeps serving other sessions) and
+    only when the previous one has been taken, so once this coroutine is cancelled (Chainlit's
+    stop button cancels the message handler) no further token is computed: generation ends
+    within a token. Deltas are sent to the browser at most every `interval` seconds (the first
+    at once): the page re-renders the whole message for each update, and a small model can write
+    hundreds of tokens a second.
     """
     tokens = iter(reply)
-    raw = []
+    raw: list[str] = []
     safe = MarkdownGuard()
-    while True:
-        delta = await asyncio.to_thread(next, tokens, None)
-        if delta is None:
-            return "".join(raw)
-        raw.append(delta)
-        await msg.stream_token(safe(delta))
+    pending, last_sent = "", float("-inf")
+    try:
+        while True:
+            delta = await asyncio.to_thread(next, tokens, None)
+            if delta is None:
+                break
+            raw.append(delta)
+            pending += safe(delta)
+            if time.monotonic() - last_sent >= interval:
+                await msg.stream_token(pending)
+                pending, last_sent = "", time.monotonic()
+    except asyncio.CancelledError:
+        msg.content += pending  # shown with the caller's final update
+        raise
+    if pending:
+        await msg.stream_token(pending)
+    return "".join(raw)
 
 
 def reply_footer(reply, mode: str) -> str:

@@ -145,12 +145,22 @@ def test_stream_into_shows_every_delta(wb):
     reply = respond([{"role": "user", "content": "Once upon a time"}], "story", ckpt,
                     SamplingParams(max_new_tokens=12, seed=3))
     msg = FakeMessage()
-    raw = asyncio.run(stream_into(msg, reply))
+    raw = asyncio.run(stream_into(msg, reply, interval=0))
     assert raw == msg.content.replace("!\\[", "![")
     assert reply.stats.new_tokens == 12 and msg.tokens >= 2
     again = respond([{"role": "user", "content": "Once upon a time"}], "story", ckpt,
                     SamplingParams(max_new_tokens=12, seed=3)).text()
     assert raw == again
+
+
+def test_stream_into_coalesces_fast_tokens(wb):
+    """The first delta goes out at once, later ones at most every `interval` seconds."""
+    ckpt = wb.load(wb.default_model("story"))
+    reply = respond([{"role": "user", "content": "Once upon a time"}], "story", ckpt,
+                    SamplingParams(max_new_tokens=12, seed=3))
+    msg = FakeMessage()
+    raw = asyncio.run(stream_into(msg, reply, interval=60))
+    assert msg.tokens == 2 and msg.content.replace("!\\[", "![") == raw
 
 
 def test_stop_ends_generation_within_a_token(wb):
@@ -169,7 +179,7 @@ def test_stop_ends_generation_within_a_token(wb):
                 task.cancel()
 
         msg = FakeMessage(after_three)
-        task = asyncio.create_task(stream_into(msg, reply))
+        task = asyncio.create_task(stream_into(msg, reply, interval=0))
         with pytest.raises(asyncio.CancelledError):
             await task
         return msg
@@ -188,7 +198,7 @@ def test_cancel_event_ends_generation_between_tokens(wb):
                     SamplingParams(max_new_tokens=1000, top_k=0, temperature=1.0, seed=1),
                     cancel=cancel)
     msg = FakeMessage(lambda m: cancel.set() if m.tokens == 2 else None)
-    asyncio.run(stream_into(msg, reply))
+    asyncio.run(stream_into(msg, reply, interval=0))
     assert reply.stats.finish_reason == "cancelled"
     assert msg.tokens <= 3 and reply.stats.new_tokens <= 3
 

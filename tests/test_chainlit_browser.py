@@ -1,0 +1,300 @@
+"""End to end: `chainlit run chainlit_app.py --headless` on a loopback port, driven in headless
+Chromium as a person would use it: chat and see the answer stream in, get a refusal, change a
+setting, switch profile, stop a reply, two sessions at once, and train from the chat (start, see
+progress, reload the page, stop, pick the new model)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+
+from gradio_support import free_port, make_checkpoints, make_data
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("chainlit-e2e")
+    env = {**os.environ, "WORKBENCH_CHECKPOINTS": str(make_checkpoints(root)),
+           "WORKBENCH_RUNS": str(root / "runs"), "WORKBENCH_DATA": str(make_data(root)),
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("WORKBENCH_ALLOW_TRAINING", None)
+    env.pop("SPACE_ID", None)
+    port = free_port()
+    log = open(root / "chainlit.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chainlit", "run", "chainlit_app.py", "--headless",
+         "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("chainlit did not start:\n" +
+                                   (root / "chainlit.log").read_text(errors="replace")[-3000:])
+            time.sleep(0.3)
+        yield {"url": url, "runs": root / "runs", "log": root / "chainlit.log"}
+    finally:
+        from engine.jobs import JobManager
+
+        job = JobManager(root / "runs").running()
+        if job is not None:
+            job.kill()
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip("Debian's chromium and chromium-driver are not installed "
+                    "(scripts/setup.sh --dev installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--window-size=1280,900",
+                f"--user-data-dir={profile}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+def wait_for(driver, condition, what: str, timeout: float = 30.0):
+    """Poll condition() until it returns something truthy; on timeout fail with the page text
+    and a screenshot path."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            value = condition()
+        except Exception:  # an element re-rendered between lookup and read
+            value = None
+        if value:
+            return value
+        if time.time() > deadline:
+            shot = Path(tempfile.gettempdir()) / f"chainlit-fail-{int(time.time())}.png"
+            driver.save_screenshot(str(shot))
+            body = driver.find_element(By.TAG_NAME, "body").text
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; "
+                                 f"screenshot {shot}; page text:\n{body[-2000:]}")
+        time.sleep(0.1)
+
+
+def open_app(driver, server, profile: str | None = None) -> None:
+    """A fresh page (a new Chainlit session), optionally on another chat profile."""
+    driver.get(server["url"])
+    wait_for(driver, lambda: driver.find_elements(By.ID, "chat-input"), "the message box")
+    if profile:
+        driver.find_element(By.ID, "chat-profiles").click()
+        option = wait_for(driver, lambda: [o for o in driver.find_elements(
+            By.CSS_SELECTOR, "[role=option]") if o.text.strip() == profile], f"{profile} option")
+        option[0].click()
+        wait_for(driver, lambda: profile in driver.find_element(By.ID, "chat-profiles").text,
+                 f"the {profile} profile")
+    time.sleep(0.5)  # on_chat_start sends the settings panel
+
+
+def send(driver, text: str) -> None:
+    box = driver.find_element(By.ID, "chat-input")
+    box.click()
+    box.send_keys(text)
+    wait_for(driver, lambda: text in (box.get_attribute("value") or box.text), "the typed text")
+    wait_for(driver, lambda: driver.find_element(By.ID, "chat-submit").is_enabled(), "send button")
+    driver.find_element(By.ID, "chat-submit").click()
+
+
+def replies(driver) -> list[str]:
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR,
+                                                 "[data-step-type=assistant_message]")]
+
+
+def user_messages(driver) -> list[str]:
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR,
+                                                 "[data-step-type=user_message]")]
+
+
+def busy(driver) -> bool:
+    """A reply is being written: the stop button is shown. (It can be re-rendered while the
+    reply streams, so "not busy" is only believed after it stays away for half a second.)"""
+    if driver.find_elements(By.ID, "stop-button"):
+        return True
+    for _ in range(3):
+        time.sleep(0.15)
+        if driver.find_elements(By.ID, "stop-button"):
+            return True
+    return False
+
+
+def click_stop(driver) -> bool:
+    buttons = driver.find_elements(By.ID, "stop-button")
+    if buttons:
+        buttons[0].click()
+    return bool(buttons)
+
+
+def wait_reply(driver, n: int, what: str = "a reply", timeout: float = 60) -> str:
+    """Wait for the n-th reply to finish (the stop button gone) and return its text."""
+    wait_for(driver, lambda: len(replies(driver)) >= n and not busy(driver), what, timeout)
+    return replies(driver)[n - 1]
+
+
+def button(driver, label: str):
+    return wait_for(driver, lambda: [b for b in driver.find_elements(By.TAG_NAME, "button")
+                                     if b.text.strip() == label], f"the {label!r} button")[-1]
+
+
+def change_settings(driver, seed: str | None = None, max_new_tokens: str | None = None) -> None:
+    """Open the settings panel, set the seed text and move the max-new-tokens slider to its
+    minimum ("min") or maximum ("max") with the keyboard, and confirm."""
+    driver.find_element(By.ID, "chat-settings-open-modal").click()
+    dialog = wait_for(driver, lambda: driver.find_elements(By.CSS_SELECTOR, "[role=dialog]"),
+                      "the settings panel")[0]
+    if seed is not None:
+        box = dialog.find_element(By.ID, "seed")
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys(Keys.BACKSPACE)
+        if seed:
+            box.send_keys(seed)
+    if max_new_tokens is not None:
+        sliders = dialog.find_elements(By.CSS_SELECTOR, "[role=slider]")
+        slider = sliders[4]  # temperature, top-k, top-p, repetition penalty, max new tokens
+        slider.send_keys(Keys.HOME if max_new_tokens == "min" else Keys.END)
+    dialog.find_element(By.ID, "confirm").click()
+    wait_for(driver, lambda: not driver.find_elements(By.CSS_SELECTOR, "[role=dialog]"),
+             "the settings panel to close")
+
+
+# -- the tests ---------------------------------------------------------------------------------
+
+def test_python_assistant_streams_stops_and_declines_off_topic(server, browser):
+    d = browser
+    open_app(d, server)
+    assert "Python assistant" in d.find_element(By.ID, "chat-profiles").text
+    change_settings(d, max_new_tokens="max")  # a long answer, to watch it stream and stop it
+    send(d, "How do I reverse a list in Python?")
+    # Streaming: the answer is seen growing while the stop button is shown.
+    wait_for(d, lambda: d.find_elements(By.ID, "stop-button") and replies(d) and replies(d)[0].strip(),
+             "the first tokens")
+    lengths = {len(replies(d)[0])}
+    wait_for(d, lambda: lengths.add(len(replies(d)[0])) or len(lengths) >= 3,
+             "the answer to grow", 30)
+    wait_for(d, lambda: click_stop(d), "the stop button")
+    wait_for(d, lambda: not busy(d), "the stop button to end the answer", timeout=5)
+    wait_for(d, lambda: any("Task manually stopped" in r for r in replies(d)), "the stop notice")
+    answer = replies(d)[0]
+    assert answer.strip() and "Sorry, I'm a Python assistant" not in answer
+    time.sleep(1.5)
+    assert replies(d)[0] == answer, "the answer kept growing after stop"
+
+    send(d, "What is the capital of France?")
+    wait_for(d, lambda: any("Sorry, I'm a Python assistant" in r for r in replies(d)) and not busy(d),
+             "the refusal")
+    refusal = [r for r in replies(d) if "Sorry, I'm a Python assistant" in r][0]
+    assert "Why:" in refusal
+
+
+def test_settings_change_applies_to_the_next_message(server, browser):
+    d = browser
+    open_app(d, server)
+    change_settings(d, seed="abc")
+    wait_for(d, lambda: any("seed must be a number, got 'abc'" in r for r in replies(d)),
+             "the bad-seed message")
+    change_settings(d, seed="7", max_new_tokens="min")
+    send(d, "How do I open a file in Python?")
+    reply = wait_reply(d, 2, "the one-token reply")
+    assert "1 token ·" in reply and "stopped at the max new tokens setting" in reply
+
+
+def test_story_profile_has_its_own_starters(server, browser):
+    d = browser
+    open_app(d, server, profile="Story")
+    starter = button(d, "A dragon")
+    assert not [b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Reverse a list"]
+    starter.click()
+    story = wait_reply(d, 1, "the story")
+    assert "tokens/s" in story  # the story footer: length and speed
+    assert any("a small dragon" in m for m in user_messages(d))
+
+
+def test_two_sessions_do_not_mix(server, browser):
+    d = browser
+    open_app(d, server)
+    first = d.current_window_handle
+    d.switch_to.new_window("tab")
+    open_app(d, server)
+    second = d.current_window_handle
+    send(d, "What is the weather like today?")
+    d.switch_to.window(first)
+    send(d, "How do I sort a dict by value in Python?")
+    answer = wait_reply(d, 1, "the answer in the first tab")
+    d.switch_to.window(second)
+    refusal = wait_reply(d, 1, "the refusal in the second tab")
+    assert "Sorry, I'm a Python assistant" in refusal and len(replies(d)) == 1
+    assert user_messages(d) == ["What is the weather like today?"]
+    d.close()
+    d.switch_to.window(first)
+    assert "Sorry, I'm a Python assistant" not in answer and len(replies(d)) == 1
+    assert user_messages(d) == ["How do I sort a dict by value in Python?"]
+
+
+def test_training_from_the_chat_survives_reload_and_stops(server, browser):
+    d = browser
+    open_app(d, server)
+    button(d, "Train a model").click()  # the starter: the /train help with a start button
+    wait_for(d, lambda: any("Presets" in r and "cpu-demo" in r for r in replies(d)), "the help")
+    assert button(d, "Start a cpu-demo run")
+
+    send(d, "/train cpu-demo steps=2000 log_every=1 batch_size=4 name=e2e-run")
+    body = lambda: d.find_element(By.TAG_NAME, "body").text  # noqa: E731
+    wait_for(d, lambda: "Step " in body() and "loss" in body(), "training progress", 120)
+    assert "Tasks" in body() and "e2e-run" in body()
+
+    d.refresh()  # a new page: it re-attaches to the same job
+    wait_for(d, lambda: any("Training run e2e-run" in r and "running" in r for r in replies(d)),
+             "the re-attached tracker", 60)
+    wait_for(d, lambda: "Step " in body() and "loss" in body(), "progress after reload", 60)
+    button(d, "Stop training").click()
+    wait_for(d, lambda: any("e2e-run stopped at step" in r for r in replies(d)),
+             "the stopped run", 90)
+
+    button(d, "Chat with this model").click()
+    wait_for(d, lambda: any("Model: e2e-run (run)" in r for r in replies(d)),
+             "the run chosen as the model", 60)
+    d.find_element(By.ID, "chat-settings-open-modal").click()
+    picker = wait_for(d, lambda: d.find_elements(By.ID, "model"), "the model picker")[0]
+    assert "e2e-run (run)" in picker.text
