@@ -165,6 +165,27 @@ def test_sft_from_a_checkpoint_learns_the_responses(tmp_path):
     assert sample["prompt"].startswith("### Instruction:\nWhat colour is fox number")
 
 
+def test_sft_from_an_imported_transformers_model(tmp_path, tiny_gpt2_model):
+    # "ours or imported GPT-2": a transformers GPT2LMHeadModel folder (here a tiny one we
+    # export; from the Hub it would be `--init-from gpt2`) with GPT-2's tokenizer.
+    from engine.checkpoint import Checkpoint
+    from engine.hub import export_transformers
+    from engine.tokenizer import GPT2Tokenizer
+
+    export_transformers(Checkpoint(tiny_gpt2_model, GPT2Tokenizer(), tmp_path / "x"), tmp_path / "hf")
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("\n".join(json.dumps({"instruction": f"Name fox {i}.", "input": "", "output": "Red"})
+                            for i in range(8)))
+    cfg = TrainConfig(data=str(qa), out=str(tmp_path / "sft"), init_from=str(tmp_path / "hf"),
+                      batch_size=4, max_steps=2, warmup_steps=1, eval_every=2, eval_batches=1,
+                      sample_tokens=2, cache_dir=str(tmp_path / "cache"), val_fraction=0.25)
+    assert train(cfg, progress=False)["mode"] == "sft"
+    tuned = load_model(str(tmp_path / "sft"))
+    assert tuned.tokenizer.kind == "gpt2" and tuned.model.config.n_embd == 32
+    before = tiny_gpt2_model.state_dict()["transformer.h.0.mlp.c_fc.weight"]
+    assert not torch.equal(tuned.model.state_dict()["transformer.h.0.mlp.c_fc.weight"], before)
+
+
 def test_sft_context_larger_than_the_model_is_refused(tmp_path):
     train(tiny(tmp_path, max_steps=2), progress=False)
     qa = tmp_path / "qa.jsonl"

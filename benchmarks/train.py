@@ -1,0 +1,171 @@
+"""Training speed: our GPT against a loop over transformers' GPT2LMHeadModel, same everything.
+
+    python -m benchmarks.train [--models small,story] [--runs 5] [--steps 3] [--dtype float32]
+
+Both sides get the same config, the same initial weights (ours converted with engine.hub and the
+losses checked equal before timing), the same batch of token ids, the same optimizer (AdamW with
+weight decay on matrices only, built the same way as engine.train.make_optimizer) and the same
+step: forward with the loss, backward, gradient clipping to 1.0, optimizer step, zero_grad. One
+process, the same torch thread count; runs alternate (ours, theirs, ours, ...) after a warm-up
+step each, so drift in the machine's load hits both alike. The figure is the median over runs
+of training tokens per second.
+
+Model FLOPs utilisation: the peak is measured in the same run (the best of repeated 2048^3
+float32 matrix multiplies, or bfloat16 with --dtype bfloat16); a training token costs
+6 * (block parameters + the tied head) + 12 * layers * context * width FLOPs (the PaLM count).
+
+Progress goes to stderr; stdout's last line is one JSON object:
+{"results": [{"model": "small", "ours_tok_s": .., "transformers_tok_s": .., "ratio": .., ...}]}
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+from engine.config import GPTConfig, preset
+from engine.hub import hf_config, ours_to_hf
+from engine.model import GPT
+from engine.train import TrainConfig, make_optimizer
+
+# name -> (model shape, batch size, context used for training)
+MODELS = {
+    "small": (preset("small"), 8, 256),  # 4 layers, 4 heads, 256 dims, GPT-2 vocabulary
+    "story": (GPTConfig(vocab_size=4096, block_size=256, n_layer=4, n_head=4, n_embd=256), 16, 256),
+}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """Best FLOP/s of an n x n x n matrix multiply (the machine's practical peak)."""
+    a = torch.randn(n, n, dtype=dtype)
+    b = torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def flops_per_token(cfg: GPTConfig, model: GPT, T: int) -> float:
+    blocks = sum(p.numel() for n, p in model.named_parameters() if n.startswith("transformer.h."))
+    head = cfg.vocab_size * cfg.n_embd
+    return 6 * (blocks + head) + 12 * cfg.n_layer * T * cfg.n_embd
+
+
+def make_hf(model: GPT):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    eot = model.config.vocab_size - 1
+    hf = GPT2LMHeadModel(GPT2Config(**hf_config(model.config, eot)))
+    missing, unexpected = hf.load_state_dict(ours_to_hf(model), strict=False)
+    assert not unexpected and all(k == "lm_head.weight" or k.endswith(".attn.bias") or
+                                  k.endswith(".attn.masked_bias") for k in missing), (missing, unexpected)
+    hf.tie_weights()
+    return hf
+
+
+def step_fn(model, optimizer, x, y, hf: bool, autocast):
+    def step() -> float:
+        with autocast():
+            if hf:
+                # transformers shifts the labels itself: feeding the T+1 window as both input
+                # and labels trains on the same T predictions as ours does with (x, y).
+                loss = model(input_ids=x, labels=y).loss
+            else:
+                _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss)
+    return step
+
+
+def bench_model(name: str, runs: int, steps: int, dtype: str) -> dict:
+    cfg, batch, T = MODELS[name]
+    torch.manual_seed(0)
+    ours = GPT(cfg).train()
+    theirs = make_hf(ours).train()
+    tcfg = TrainConfig(data="-", out="-", lr=1e-4, weight_decay=0.1)
+    opt_ours = make_optimizer(ours, tcfg, torch.device("cpu"))
+    opt_theirs = make_optimizer(theirs, tcfg, torch.device("cpu"))
+    window = torch.randint(0, cfg.vocab_size, (batch, T + 1), generator=torch.Generator().manual_seed(1))
+    amp = {"float32": None, "bfloat16": torch.bfloat16}[dtype]
+    autocast = (lambda: torch.autocast("cpu", dtype=amp)) if amp else contextlib.nullcontext
+    step_ours = step_fn(ours, opt_ours, window[:, :-1].contiguous(), window[:, 1:].contiguous(), False, autocast)
+    # T+1 tokens in, T predictions scored (the last position's logits are computed and unused)
+    step_theirs = step_fn(theirs, opt_theirs, window[:, :T].contiguous(), window[:, :T].contiguous(), True, autocast)
+
+    # Same function before any timing: the same loss on the same weights. (HF scores T-1
+    # predictions from a T-token input; compare on that.)
+    with torch.no_grad():
+        x = window[:, :T]
+        lo = torch.nn.functional.cross_entropy(ours(x)[0][:, :-1].reshape(-1, cfg.vocab_size),
+                                               x[:, 1:].reshape(-1))
+        lt = theirs(input_ids=x, labels=x).loss
+    assert torch.allclose(lo, lt, atol=1e-4), (float(lo), float(lt))
+
+    step_ours(), step_theirs()  # warm-up
+    tok = batch * T * steps
+    ours_s, theirs_s = [], []
+    for r in range(runs):
+        for side, fn, out in (("ours", step_ours, ours_s), ("transformers", step_theirs, theirs_s)):
+            t = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            out.append(tok / (time.perf_counter() - t))
+        log(f"{name} run {r + 1}/{runs}: ours {ours_s[-1]:,.0f} tok/s, transformers {theirs_s[-1]:,.0f} tok/s")
+    ours_tok_s, theirs_tok_s = statistics.median(ours_s), statistics.median(theirs_s)
+    return {"model": name, "ours_tok_s": round(ours_tok_s, 1), "transformers_tok_s": round(theirs_tok_s, 1),
+            "ratio": round(ours_tok_s / theirs_tok_s, 3), "batch": batch, "context": T,
+            "params": ours.num_params(), "flops_per_token": flops_per_token(cfg, ours, T)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.train", description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="small,story", help=f"comma-separated: {', '.join(MODELS)}")
+    p.add_argument("--runs", type=int, default=5, help="timed runs per side (alternating)")
+    p.add_argument("--steps", type=int, default=3, help="training steps per run")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="float32, or bfloat16 autocast for both sides")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    args = p.parse_args(argv)
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in names if m not in MODELS]
+    if unknown or not names:
+        p.error(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(MODELS)}")
+    if args.runs < 1 or args.steps < 1:
+        p.error("--runs and --steps must be at least 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    peak = matmul_peak(dt)
+    log(f"matmul peak ({args.dtype}, {torch.get_num_threads()} threads): {peak / 1e9:,.1f} GFLOP/s")
+    results = []
+    for name in names:
+        r = bench_model(name, args.runs, args.steps, args.dtype)
+        r["ours_mfu"] = round(r["ours_tok_s"] * r["flops_per_token"] / peak, 4)
+        r["transformers_mfu"] = round(r["transformers_tok_s"] * r["flops_per_token"] / peak, 4)
+        log(f"{name}: ours {r['ours_tok_s']:,.0f} tok/s (MFU {r['ours_mfu']:.1%}), transformers "
+            f"{r['transformers_tok_s']:,.0f} tok/s (MFU {r['transformers_mfu']:.1%}), ratio {r['ratio']:.2f}")
+        results.append(r)
+    print(json.dumps({"results": results, "dtype": args.dtype, "threads": torch.get_num_threads(),
+                      "matmul_peak_gflops": round(peak / 1e9, 1), "runs": args.runs,
+                      "steps_per_run": args.steps}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
