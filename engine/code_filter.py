@@ -320,9 +320,11 @@ class CodeQuestionFilter:
             found = [t for t in matched.get(g.name, []) if t not in cancelled and t.rstrip("s") not in cancelled]
             if not found:
                 continue
+            python_angle |= g.python_angle
+            if g.weight == 0:
+                continue  # context only (language_talk): it steers word senses, adds no score
             total = min(g.weight + 1.0 * (len(found) - 1), GROUP_CAP.get(g.name, g.weight))
             items.append((total, g.name, f"{g.label} ({', '.join(found[:3])})"))
-            python_angle |= g.python_angle
 
         logit = BIAS + sum(w for w, _, _ in items)
         # 5. Another language with no Python angle: decline, and say which.

