@@ -86,7 +86,7 @@ def css(driver, selector):
 
 
 def set_number(driver, selector, value):
-    box = css(driver, selector)
+    box = wait_for(lambda: css(driver, selector), 10, what=selector)
     box.send_keys(Keys.CONTROL, "a")
     box.send_keys(str(value), Keys.TAB)
 
@@ -127,14 +127,14 @@ def test_chat_streams_refuses_and_survives_reload(app, browser):
     box = css(browser, "#chat-input textarea")
     wait_for(lambda: box.is_enabled(), 10, what="the textbox to come back")
     box.send_keys("How do I sort a dict by value in Python?", Keys.ENTER)
-    wait_for(lambda: len(bot_texts(browser)) == 2 and bot_texts(browser)[-1], 30,
-             what="the second answer to start")
-    css(browser, "#chat-input button.stop-button").click()
+    stop = wait_for(lambda: css(browser, "#chat-input button.stop-button"), 30,
+                    what="the stop button while the answer streams")
+    stop.click()
     wait_for(lambda: css(browser, "#chat-input textarea").is_enabled(), 10,
              what="the textbox after stop")
-    stopped = bot_texts(browser)[-1]
+    stopped = bot_texts(browser)
     time.sleep(1.0)
-    assert bot_texts(browser)[-1] == stopped  # nothing more arrives
+    assert bot_texts(browser) == stopped  # nothing more arrives
     assert "max new tokens" not in css(browser, "#chat-stats").text
 
     box = css(browser, "#chat-input textarea")
