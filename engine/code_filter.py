@@ -363,7 +363,11 @@ class CodeQuestionFilter:
         if hits or errors:
             return True
         for name in STRONG_GROUPS + ("python",):
-            terms = [t for t in matched.get(name, []) if not sense.triggers.search(t)]
+            # A lexicon term counts unless it is the trigger itself ("pandas dataframe" counts
+            # for pandas); a matched request ("how to get my class to...") unless it holds it.
+            loose = name in ("code_intent", "code_request")
+            terms = [t for t in matched.get(name, [])
+                     if not (sense.triggers.search(t) if loose else _is_word(sense.triggers, t))]
             if terms:
                 return True
         return False
@@ -375,6 +379,12 @@ class CodeQuestionFilter:
             if any(p.search(text) for p in lang.patterns):
                 return lang.name
         return None
+
+
+def _is_word(triggers: re.Pattern, term: str) -> bool:
+    """Is this matched term just the trigger word (an inflected form counts: "питоном")?"""
+    hit = triggers.match(term)
+    return bool(hit) and (hit.end() == len(term) or " " not in term)
 
 
 def _user_text(turn) -> str:
