@@ -7,7 +7,9 @@ equal before timing), float32, batch 1, the same prompt, the same sampling setti
 (temperature 0.8, top-k 50, top-p 0.95, repetition penalty 1.1) and the same torch thread count,
 in one process. Runs alternate (ours, theirs, ours, ...) after one warm-up each, so drift in the
 machine's load hits both alike; the figure is the median over runs of new tokens per second,
-wall time of the whole call (prefill included; ours also turns tokens into streamed text).
+wall time of the whole call (prefill included; ours also turns tokens into streamed text). The
+same figures per CPU second of the process are reported too (`*_cpu_tok_s`): on a busy shared
+machine they leave out the time spent waiting for a core.
 
 It also measures memory read bandwidth (summing a 512 MiB tensor, with the same threads,
 between the runs, median) and, for each model, the fraction of the bandwidth bound reached:
@@ -63,24 +65,27 @@ def build(name: str, seed: int = 0):
     return ours, theirs
 
 
-def time_ours(model, tok, ids, new_tokens, seed) -> float:
+def time_ours(model, tok, ids, new_tokens, seed) -> tuple[float, float]:
+    """(tokens per wall second, tokens per CPU second of this process)."""
     params = SamplingParams(**SETTINGS, max_new_tokens=new_tokens, seed=seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     s = stream(model, tok, ids, params)
     for _ in s:
         pass
-    return s.stats.new_tokens / (time.perf_counter() - t0)
+    n = s.stats.new_tokens
+    return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
 
 
-def time_theirs(model, tok, ids, new_tokens, seed) -> float:
+def time_theirs(model, tok, ids, new_tokens, seed) -> tuple[float, float]:
     x = torch.tensor([ids])
     torch.manual_seed(seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         out = model.generate(x, attention_mask=torch.ones_like(x), do_sample=True, **SETTINGS,
                              max_new_tokens=new_tokens, pad_token_id=tok.eot_id,
                              eos_token_id=tok.eot_id)
-    return (out.shape[1] - x.shape[1]) / (time.perf_counter() - t0)
+    n = out.shape[1] - x.shape[1]
+    return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
 
 
 class Bandwidth:
@@ -90,12 +95,15 @@ class Bandwidth:
         self.x = torch.ones(mib * 2**20 // 4)
         self.x.sum()  # touch every page first
         self.samples: list[float] = []
+        self.cpu_samples: list[float] = []  # per CPU second, as *_cpu_tok_s
 
     def sample(self, repeats: int = 3) -> float:
+        gb = self.x.numel() * 4 / 1e9
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             self.x.sum()
-            self.samples.append(self.x.numel() * 4 / (time.perf_counter() - t0) / 1e9)
+            self.samples.append(gb / (time.perf_counter() - t0))
+            self.cpu_samples.append(gb / max(time.process_time() - c0, 1e-9))
         return statistics.median(self.samples[-repeats:])
 
     def median(self) -> float:
@@ -141,17 +149,26 @@ def main(argv: list[str] | None = None) -> int:
         for run in range(args.runs):
             o.append(time_ours(ours, tok, ids, args.new_tokens, seed=run))
             t.append(time_theirs(theirs, tok, ids, args.new_tokens, seed=run))
-            log(f"{name} run {run + 1}: ours {o[-1]:.1f} tok/s, transformers {t[-1]:.1f} tok/s, "
+            log(f"{name} run {run + 1}: ours {o[-1][0]:.1f} tok/s, transformers {t[-1][0]:.1f} "
+                f"tok/s (per CPU second: {o[-1][1]:.1f} vs {t[-1][1]:.1f}), "
                 f"bandwidth {bw.sample():.1f} GB/s, load {os.getloadavg()[0]:.1f}")
-        ours_tps, theirs_tps = statistics.median(o), statistics.median(t)
+        ours_tps, theirs_tps = (statistics.median(r[0] for r in x) for x in (o, t))
+        ours_cpu, theirs_cpu = (statistics.median(r[1] for r in x) for x in (o, t))
         del bw.x
         nbytes = weight_bytes_per_token(ours)
         results.append({
             "model": name, "ours_tok_s": round(ours_tps, 2),
             "transformers_tok_s": round(theirs_tps, 2), "ratio": round(ours_tps / theirs_tps, 3),
+            # Tokens per CPU second: on a shared machine, time spent waiting for a core is not
+            # counted (a fair proxy with --threads 1; with more threads it sums their time).
+            "ours_cpu_tok_s": round(ours_cpu, 2), "transformers_cpu_tok_s": round(theirs_cpu, 2),
+            "cpu_ratio": round(ours_cpu / theirs_cpu, 3),
             "params": ours.num_params(), "weight_bytes_per_token": nbytes,
             "bandwidth_gb_s": round(bw.median(), 2),
             "bandwidth_fraction": round(ours_tps * nbytes / (bw.median() * 1e9), 3),
+            "bandwidth_cpu_gb_s": round(statistics.median(bw.cpu_samples), 2),
+            "bandwidth_fraction_cpu": round(
+                ours_cpu * nbytes / (statistics.median(bw.cpu_samples) * 1e9), 3),
         })
         log(json.dumps(results[-1]))
         del ours, theirs
