@@ -247,7 +247,8 @@ def build(demo: gr.Blocks, wb: service.Workbench, controls: Controls) -> None:
                      api_name="train_resume")
     timer.tick(guard(partial(poll, wb)), [seen, controls.model],
                [status, curve, samples, controls.model, init_from, resume_run, seen, timer,
-                start_btn, stop_btn], api_visibility="undocumented", show_progress="hidden")
+                start_btn, stop_btn], api_visibility="undocumented", show_progress="hidden",
+               queue=False)  # a quick file read: keep it out of the generation queue
     gr.api(partial(_status_api, wb), api_name="train_status")
 
 
