@@ -40,10 +40,23 @@ log = logging.getLogger("workbench.chainlit")
 
 # One Workbench (one model cache) for every session of this server. Training is offered only when
 # the server is not reachable from other machines, unless its owner opts in (service policy).
-# WORKBENCH_DATA points the training corpora elsewhere than data/ (as WORKBENCH_CHECKPOINTS and
-# WORKBENCH_RUNS do for models and runs; the tests use small ones).
-wb = service.configure(exposed=service.is_exposed(chainlit_config.run.host),
-                       data_dir=os.environ.get("WORKBENCH_DATA") or None)
+# `chainlit run` owns the command line, so the workbench's own settings come from the environment:
+# WORKBENCH_DEVICE (auto, cpu, cuda, mps), and WORKBENCH_CHECKPOINTS / WORKBENCH_RUNS /
+# WORKBENCH_DATA for where bundled models, training runs and training corpora live.
+
+
+def _workbench() -> service.Workbench:
+    from engine.device import pick_device
+
+    try:
+        device = pick_device(os.environ.get("WORKBENCH_DEVICE", "auto").strip() or "auto")
+    except ValueError as e:
+        raise SystemExit(f"error: WORKBENCH_DEVICE: {e}") from None
+    return service.configure(device=device, data_dir=os.environ.get("WORKBENCH_DATA") or None,
+                             exposed=service.is_exposed(chainlit_config.run.host))
+
+
+wb = _workbench()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,7 +50,10 @@ def reply_footer(reply, mode: str) -> str:
     stats = reply.stats
     if stats is None:
         return ""
-    lines = [f"_{n}_" for n in stats.notices]
+    counts: dict[str, int] = {}
+    for notice in stats.notices:  # a long reply re-fills a small window many times: say it once
+        counts[notice] = counts.get(notice, 0) + 1
+    lines = [f"_{n}_" + (f" _({k} times)_" if k > 1 else "") for n, k in counts.items()]
     if mode == "story" or stats.finish_reason == "length":
         n = stats.new_tokens
         tail = f"{n} token{'' if n == 1 else 's'} · {stats.tokens_per_s:.0f} tokens/s"

@@ -43,7 +43,8 @@ def training_options(wb, options: dict) -> dict:
     for key, value in options.items():
         key = ALIASES.get(key, key)
         if key not in ARGUMENTS and key not in TRAIN_OPTIONS:
-            known = ", ".join(list(ARGUMENTS) + list(TRAIN_OPTIONS) + ["steps (= max_steps)"])
+            known = ", ".join(["preset", "data", "name", "init_from", "max_steps (or steps)"]
+                              + [k for k in TRAIN_OPTIONS if k != "max_steps"])
             raise ValueError(f"/train does not know the option {key!r}; it takes: {known}")
         if key in kwargs:
             raise ValueError(f"/train option {key!r} is given twice")

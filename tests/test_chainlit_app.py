@@ -220,5 +220,7 @@ def test_footer_reports_length_speed_and_notices(wb):
     reply.text()
     footer = reply_footer(reply, "story")
     assert "1 token ·" in footer and "tokens/s" in footer
-    reply.stats.notices.append("Left out the 2 oldest exchanges")
-    assert "_Left out the 2 oldest exchanges_" in reply_footer(reply, "chat")
+    reply.stats.notices += ["Left out the 2 oldest exchanges"] + ["Reached the window"] * 3
+    footer = reply_footer(reply, "chat")
+    assert "_Left out the 2 oldest exchanges_\n" in footer
+    assert footer.count("Reached the window") == 1 and "_(3 times)_" in footer
