@@ -331,8 +331,9 @@ class CodeQuestionFilter:
         senses_fired = {i[1] for i in items if i[1].startswith("sense:")}
         language = None if python_angle else self._other_language(text, senses_fired)
 
-        # 6. The rules are unsure (little evidence either way): ask the sentence model.
-        if self.model is not None and not language and abs(logit) < self.model.band:
+        # 6. The rules are unsure (little evidence either way): ask the sentence model, which
+        # only knows English (all-MiniLM-L6-v2); on other languages the rules decide alone.
+        if self.model is not None and not language and abs(logit) < self.model.band and _english(text):
             opinion = self.model.scale * self.model.logit(text)
             p = _sigmoid(opinion)
             what = "a programming question" if opinion > 0 else "not about programming"
@@ -379,6 +380,19 @@ class CodeQuestionFilter:
             if any(p.search(text) for p in lang.patterns):
                 return lang.name
         return None
+
+
+# Function words of the other languages the lexicon covers, never English words or code.
+_FOREIGN = set("""como cómo qué una los las por para con está pourquoi avec dans je une les des quoi
+c'est qu'est est-ce wie ich ist und mit eine einen mein meine warum nicht uma meu minha não porque
+posso perché sono della""".split())
+_NON_LATIN = re.compile(r"[\u0400-\u04FF\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
+
+
+def _english(text: str) -> bool:
+    if _NON_LATIN.search(text):
+        return False
+    return not any(w in _FOREIGN for w in re.findall(r"[a-zà-ÿ']+", text.lower()))
 
 
 def _is_word(triggers: re.Pattern, term: str) -> bool:
