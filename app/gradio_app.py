@@ -33,8 +33,10 @@ def model_dropdown_update(wb: service.Workbench, current: str | None = None):
 
 
 def model_info(wb: service.Workbench, spec):
-    """One line about the chosen model (loads it, so the first answer does not wait)."""
-    return wb.describe(spec)
+    """One line about the chosen model and its card (loads it, so the first answer does not
+    wait)."""
+    card = wb.model_card(spec).strip()
+    return wb.describe(spec), card or "*This model has no card.*"
 
 
 def list_models(wb: service.Workbench) -> list[list[str]]:
@@ -54,6 +56,8 @@ def build_demo(wb: service.Workbench) -> gr.Blocks:
                                 info="Bundled models work offline; hub models need the network "
                                      "the first time.")
             info = gr.Markdown("", elem_id="model-info")
+            with gr.Accordion("Model card", open=False, elem_id="model-card-box"):
+                card = gr.Markdown("", elem_id="model-card", sanitize_html=True)
             refresh = gr.Button("Refresh the list", size="sm", elem_id="model-refresh")
             gr.Markdown("### Sampling")
             sampling = sampling_components()
@@ -68,7 +72,7 @@ def build_demo(wb: service.Workbench) -> gr.Blocks:
             with gr.Tab("Train", id="train", elem_id="tab-train"):
                 gradio_train.build(demo, wb, controls)
 
-        model.change(guard(partial(model_info, wb)), model, info, api_name="model_info",
+        model.change(guard(partial(model_info, wb)), model, [info, card], api_name="model_info",
                      show_progress="minimal")
         refresh.click(partial(model_dropdown_update, wb), model, model,
                       api_visibility="undocumented", queue=False)
@@ -79,7 +83,8 @@ def build_demo(wb: service.Workbench) -> gr.Blocks:
         story_tab.select(partial(suggest, wb, "story"), model, model,
                          api_visibility="undocumented", queue=False)
         gr.api(partial(list_models, wb), api_name="models")
-        demo.load(guard(partial(model_info, wb)), model, info, api_visibility="undocumented")
+        demo.load(guard(partial(model_info, wb)), model, [info, card],
+                  api_visibility="undocumented")
     return demo
 
 

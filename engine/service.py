@@ -266,6 +266,10 @@ class Workbench:
                 f"{cfg.block_size}-token context · {ckpt.tokenizer.kind} tokenizer "
                 f"({ckpt.tokenizer.vocab_size:,} tokens)")
 
+    def model_card(self, spec: str) -> str:
+        """The model card (README.md of the checkpoint: data, licence, how it was trained), or ""."""
+        return self.load(spec).card or ""
+
     def refresh_run(self, spec: str) -> None:
         """Forget a cached run so its newest checkpoint is loaded next time."""
         self.cache.invalidate(spec)

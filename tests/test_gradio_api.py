@@ -41,7 +41,8 @@ def test_models_endpoint(server, client):
     wb, _ = server
     models = client.predict(api_name="/models")
     assert [m[0] for m in models][:2] == ["python (bundled)", "story (bundled)"]
-    assert client.predict(wb.default_model("story"), api_name="/model_info").startswith("1.6M")
+    line, card = client.predict(wb.default_model("story"), api_name="/model_info")
+    assert line.startswith("1.6M") and card == "tiny story test model"
 
 
 def test_chat_streams(server, client):

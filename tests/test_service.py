@@ -128,6 +128,7 @@ def test_hub_model_offline_gives_a_clear_message(wb):
 def test_describe(wb):
     line = wb.describe(wb.default_model("story"))
     assert "2 layers × 32 dims" in line and "64-token context" in line and "gpt2" in line
+    assert wb.model_card(wb.default_model("story")) == "tiny story test model"
 
 
 # -- generation and the explorer ---------------------------------------------------------------
