@@ -16,9 +16,10 @@ from functools import partial
 import gradio as gr
 
 from engine import service
+from engine.errors import USER_ERRORS
 
 from . import gradio_chat, gradio_story, gradio_train
-from .gradio_common import CSS, Controls, guard, sampling_components
+from .gradio_common import CSS, Controls, guard, sampling_components, show_text
 
 TITLE = "GPT Workbench"
 INTRO = ("Chat with, write with and train small GPT-2 models, on your own machine. "
@@ -35,8 +36,13 @@ def model_dropdown_update(wb: service.Workbench, current: str | None = None):
 def model_info(wb: service.Workbench, spec):
     """One line about the chosen model and its card (loads it, so the first answer does not
     wait)."""
-    card = wb.model_card(spec).strip()
-    return wb.describe(spec), card or "*This model has no card.*"
+    try:
+        line, card = wb.describe(spec), wb.model_card(spec).strip()
+    except USER_ERRORS as e:
+        # Shown under the picker rather than as an error pop-up on every page load (a hub
+        # model offline, say); generating with it gives the same message as an error.
+        return f"**Cannot load this model.** {show_text(str(e))}", ""
+    return line, card or "*This model has no card.*"
 
 
 def list_models(wb: service.Workbench) -> list[list[str]]:

@@ -43,6 +43,8 @@ def test_models_endpoint(server, client):
     assert [m[0] for m in models][:2] == ["python (bundled)", "story (bundled)"]
     line, card = client.predict(wb.default_model("story"), api_name="/model_info")
     assert line.startswith("1.6M") and card == "tiny story test model"
+    line, card = client.predict("gpt2", api_name="/model_info")  # the hub, offline
+    assert line.startswith("**Cannot load this model.**") and "gpt2" in line and card == ""
 
 
 def test_chat_streams(server, client):
