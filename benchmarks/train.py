@@ -89,7 +89,7 @@ def step_fn(model, optimizer, x, y, hf: bool, autocast):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
     return step
 
 

@@ -203,7 +203,7 @@ def resolve_config(options: dict, preset: str | None = None, resume: bool = Fals
     unknown = sorted(set(options) - known)
     if unknown:
         raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
-    options = {k: v for k, v in options.items() if v is not None}
+    options = {k: _coerce(k, v) for k, v in options.items() if v is not None}
     if resume:
         out = options.get("out")
         if not out:
@@ -231,6 +231,14 @@ def resolve_config(options: dict, preset: str | None = None, resume: bool = Fals
         cfg = TrainConfig(**values)
     cfg.validate()
     return cfg
+
+
+def _coerce(name: str, value):
+    """Integral floats for integer options (a UI number widget gives 300.0 for 300)."""
+    if type(getattr(TrainConfig, name, None)) is int and not isinstance(value, bool) \
+            and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,8 +306,15 @@ def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8,
-                             fused=device.type == "cuda")
+    # The fused kernel updates all parameters in one pass; on a CPU it is an order of magnitude
+    # faster than the default multi-tensor ("foreach") loop, which matters for small models.
+    kwargs = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
+    if device.type in ("cuda", "cpu"):
+        try:
+            return torch.optim.AdamW(groups, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):  # an older torch without fused on this device
+            pass
+    return torch.optim.AdamW(groups, **kwargs)
 
 
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -739,7 +754,7 @@ def _train(cfg, run, dist, resume, force, on_event, progress) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             base = step * seqs_per_step
-            loss_sum = 0.0
+            loss_sum = torch.zeros((), device=device)  # summed on the device: one sync per step
             ntok = 0
             for micro in range(accum):
                 start = base + (micro * dist.world + dist.rank) * cfg.batch_size
@@ -750,7 +765,7 @@ def _train(cfg, run, dist, resume, force, on_event, progress) -> dict:
                     _, loss = model(x, y)
                     loss = loss / accum
                 scaler.scale(loss).backward()
-                loss_sum += float(loss.detach())
+                loss_sum += loss.detach().float()
                 ntok += x.numel()
             if cfg.grad_clip:
                 scaler.unscale_(optimizer)
@@ -759,7 +774,7 @@ def _train(cfg, run, dist, resume, force, on_event, progress) -> dict:
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            loss_sum, ntok_all, stop_any = dist.all_sum([loss_sum, ntok, float(stop.requested())])
+            loss_sum, ntok_all, stop_any = dist.all_sum([float(loss_sum), ntok, float(stop.requested())])
             loss_val = loss_sum / dist.world
             tokens_seen += int(ntok_all)
             window_tokens += int(ntok_all)
