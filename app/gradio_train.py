@@ -9,7 +9,6 @@ host) the tab is read-only unless the owner allows training (engine.service.trai
 
 from __future__ import annotations
 
-import time
 from functools import partial
 
 import gradio as gr
