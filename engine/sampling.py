@@ -197,11 +197,17 @@ class Sampler:
             # Identical results, unless more than k logits tie at the k-th value: then fall
             # back to the full-vocabulary path, which keeps every tied token as transformers does.
             # One more than k tells whether the k-th value is tied with the rest.
-            values, indices = torch.topk(logits, p.top_k + 1)
+            values, indices = torch.topk(logits, p.top_k + 1)  # sorted, largest first
             if bool(values[-1] < values[-2]):
-                values = Temperature(p.temperature)(values[:-1], history)
-                values = TopP(p.top_p)(values, history)
-                choice = torch.multinomial(values.softmax(-1), 1, generator=self.generator)
+                # Temperature: shift by the max first (the same distribution, no overflow at
+                # tiny temperatures) and divide in float64, where any accepted temperature is
+                # nonzero. Then nucleus without a sort, since the values are sorted already: a
+                # token stays while the mass before it is below p (TopP's rule, the first always
+                # stays). multinomial takes the unnormalised remainder.
+                probs = ((values[:-1].double() - values[0]) / p.temperature).softmax(-1)
+                if p.top_p < 1.0:
+                    probs = probs * ((probs.cumsum(-1) - probs) < p.top_p)
+                choice = torch.multinomial(probs, 1, generator=self.generator)
                 return int(indices[int(choice)])
         logits = Temperature(p.temperature)(logits, history)
         logits = TopP(p.top_p)(TopK(p.top_k)(logits, history), history)
