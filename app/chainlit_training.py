@@ -10,14 +10,18 @@ job's status once a second and updates that session's widgets; the job itself is
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import chainlit as cl
+from chainlit.config import FILES_DIRECTORY
 
 from engine.errors import USER_ERRORS
 from engine.jobs import ACTIVE, JobError
 
 from .chainlit_widgets import TrainCommand, settings_widgets
+
+log = logging.getLogger("workbench.chainlit")
 
 COMMANDS = [{"id": "train", "icon": "dumbbell", "button": True, "persistent": False,
              "description": "Train a small model: /train [preset] [key=value ...]"}]
@@ -213,10 +217,16 @@ class Tracker:
         if self.task is not None:
             self.task.cancel()
 
+    async def send_tasks(self) -> None:
+        # Elements are stored under Chainlit's .files/ folder, which another Chainlit server
+        # started from the same folder deletes when it exits; without it every update would fail.
+        FILES_DIRECTORY.mkdir(exist_ok=True)
+        await self.tasks.send()
+
     async def begin(self, started: bool) -> None:
         for t in (self.prepare, self.train, self.save):
             await self.tasks.add_task(t)
-        await self.tasks.send()
+        await self.send_tasks()
         verb = "Started" if started else "Following"
         self.message = cl.Message(
             content=f"{verb} training run **{self.name}**…", author="Training",
@@ -231,13 +241,20 @@ class Tracker:
         from engine.jobs import Job
 
         job = Job(self.run_dir)
-        while True:
-            status = await asyncio.to_thread(self.wb.training_status, job)
-            await self._show(status)
-            if status["state"] not in ACTIVE:
-                await self._finish(status)
-                return
-            await asyncio.sleep(POLL_S)
+        try:
+            while True:
+                status = await asyncio.to_thread(self.wb.training_status, job)
+                await self._show(status)
+                if status["state"] not in ACTIVE:
+                    await self._finish(status)
+                    return
+                await asyncio.sleep(POLL_S)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a bug or a lost file: say so here; the job itself goes on
+            log.exception("training tracker failed")
+            await _error(f"Lost track of training run {self.name} ({type(e).__name__}: {e}); "
+                         "the run goes on. Reload the page to follow it again.")
 
     async def _show(self, s: dict) -> None:
         line = progress_line(s)
@@ -249,31 +266,45 @@ class Tracker:
                              "starting": "Starting"}.get(s["state"], s["state"].capitalize())
         sample = s.get("samples") or []
         text = f"Training run **{self.name}** · {s['state']}\n\n{line}"
-        if sample:
+        if sample and s["state"] in ACTIVE:
             last = sample[-1]
             text += (f"\n\nSample at step {last['step']}:\n\n"
-                     f"```text\n{_fence_safe(last['prompt'] + last['text'])}\n```")
+                     f"```text\n{_fence_safe(clip(last['prompt'] + last['text']))}\n```")
         if text != self.shown:
             self.shown = text
-            await self.tasks.send()
+            await self.send_tasks()
             self.message.content = text
             await self.message.update()
 
     async def _finish(self, s: dict) -> None:
         state = s["state"]
-        ok = state in ("finished", "stopped")
-        self.prepare.status = cl.TaskStatus.DONE if (s.get("step") or ok) else cl.TaskStatus.FAILED
-        self.train.status = cl.TaskStatus.DONE if ok else cl.TaskStatus.FAILED
-        self.save.status = cl.TaskStatus.DONE if ok else cl.TaskStatus.FAILED
+        trained = bool(s.get("step"))
+        if state == "failed":
+            # Failed before its first step (bad data, say): the preparation failed, the rest
+            # never ran; later: the training failed.
+            self.prepare.status = cl.TaskStatus.DONE if trained else cl.TaskStatus.FAILED
+            self.train.status = cl.TaskStatus.FAILED if trained else cl.TaskStatus.READY
+            if not trained:
+                self.train.title = "Train (not started)"
+            self.save.status = cl.TaskStatus.READY
+        else:
+            for t in (self.prepare, self.train, self.save):
+                t.status = cl.TaskStatus.DONE
         self.tasks.status = state.capitalize()
-        await self.tasks.send()
+        await self.send_tasks()
         await self.message.remove_actions()
         spec = self._model_spec()
         if state == "failed":
-            log = s.get("log") or ""
-            text = f"Training run **{self.name}** failed: {s.get('error') or 'no reason given'}"
-            if log:
-                text += f"\n\n```text\n{_fence_safe(log)}\n```"
+            error = s.get("error") or "no reason given"
+            self.message.content = (f"Training run **{self.name}** · failed"
+                                    + (f"\n\n{progress_line(s)}" if trained else ""))
+            await self.message.update()
+            text = f"Training run **{self.name}** failed: {error}"
+            log = (s.get("log") or "").strip().splitlines()
+            only_the_error = len(log) == 1 and log[0].removeprefix("error:").strip() == error
+            if log and not only_the_error:
+                log = "\n".join(log)
+                text += f"\n\nThe end of its log:\n\n```text\n{_fence_safe(log)}\n```"
             await cl.Message(content=text, author="Training").send()
             return
         what = "finished" if state == "finished" else f"stopped at step {s.get('step')}"
@@ -330,6 +361,12 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def clip(text: str, lines: int = 12, chars: int = 600) -> str:
+    """The end of a long sample, so the progress message stays small."""
+    text = "\n".join(text.strip("\n").splitlines()[-lines:])
+    return text if len(text) <= chars else "…" + text[-chars:]
 
 
 def _fence_safe(text: str) -> str:

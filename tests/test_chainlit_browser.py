@@ -35,12 +35,21 @@ def server(tmp_path_factory):
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("WORKBENCH_ALLOW_TRAINING", None)
     env.pop("SPACE_ID", None)
+    # Chainlit keeps per-server state in its app root (.files/, which it deletes on exit, and
+    # .chainlit/translations/): give the test server its own, with the app's config and assets,
+    # so it cannot disturb a server someone is running from the repository.
+    app_root = root / "app-root"
+    (app_root / ".chainlit").mkdir(parents=True)
+    (app_root / ".chainlit" / "config.toml").symlink_to(ROOT / ".chainlit" / "config.toml")
+    (app_root / "public").symlink_to(ROOT / "public")
+    (app_root / "chainlit.md").symlink_to(ROOT / "chainlit.md")
+    env["CHAINLIT_APP_ROOT"] = str(app_root)
     port = free_port()
     log = open(root / "chainlit.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chainlit", "run", "chainlit_app.py", "--headless",
+        [sys.executable, "-m", "chainlit", "run", str(ROOT / "chainlit_app.py"), "--headless",
          "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        cwd=app_root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.time() + 90
@@ -178,6 +187,13 @@ def button(driver, label: str):
                                      if b.text.strip() == label], f"the {label!r} button")[-1]
 
 
+def click(driver, element) -> None:
+    """Click as a person would, even when the chat's scroll-to-bottom overlay covers the
+    element's centre (the page's own handler runs either way)."""
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();",
+                          element)
+
+
 def change_settings(driver, seed: str | None = None, max_new_tokens: str | None = None) -> None:
     """Open the settings panel, set the seed text and move the max-new-tokens slider to its
     minimum ("min") or maximum ("max") with the keyboard, and confirm."""
@@ -245,7 +261,7 @@ def test_story_profile_has_its_own_starters(server, browser):
     open_app(d, server, profile="Story")
     starter = button(d, "A dragon")
     assert not [b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Reverse a list"]
-    starter.click()
+    click(d, starter)
     story = wait_reply(d, 1, "the story")
     assert "tokens/s" in story  # the story footer: length and speed
     assert any("a small dragon" in m for m in user_messages(d))
@@ -275,7 +291,7 @@ def test_two_sessions_do_not_mix(server, browser):
 def test_training_from_the_chat_survives_reload_and_stops(server, browser):
     d = browser
     open_app(d, server)
-    button(d, "Train a model").click()  # the starter: the /train help with a start button
+    click(d, button(d, "Train a model"))  # the starter: the /train help with a start button
     wait_for(d, lambda: any("Presets" in r and "cpu-demo" in r for r in replies(d)), "the help")
     assert button(d, "Start a cpu-demo run")
 
@@ -288,11 +304,11 @@ def test_training_from_the_chat_survives_reload_and_stops(server, browser):
     wait_for(d, lambda: any("Training run e2e-run" in r and "running" in r for r in replies(d)),
              "the re-attached tracker", 60)
     wait_for(d, lambda: "Step " in body() and "loss" in body(), "progress after reload", 60)
-    button(d, "Stop training").click()
+    click(d, button(d, "Stop training"))
     wait_for(d, lambda: any("e2e-run stopped at step" in r for r in replies(d)),
              "the stopped run", 90)
 
-    button(d, "Chat with this model").click()
+    click(d, button(d, "Chat with this model"))
     wait_for(d, lambda: any("Model: e2e-run (run)" in r for r in replies(d)),
              "the run chosen as the model", 60)
     d.find_element(By.ID, "chat-settings-open-modal").click()
