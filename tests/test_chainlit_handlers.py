@@ -1,0 +1,184 @@
+"""The Chainlit handlers in chainlit_app.py, called as Chainlit calls them (a session whose
+socket is a recorder), without a server or a browser: what each event sends to the page."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import chainlit as cl
+import pytest
+from chainlit.context import init_ws_context
+from chainlit.session import WebsocketSession
+
+import chainlit_app as appmod
+from gradio_support import make_workbench
+
+
+class Page:
+    """Records what the server emits to one browser tab, and replays it as message texts."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+
+    async def emit(self, event, data):
+        self.events.append((event, data))
+
+    async def emit_call(self, event, data, timeout):
+        return None
+
+    def messages(self) -> list[dict]:
+        """The messages as shown: id -> {"output", "isError", "author"} after every update."""
+        shown: dict[str, dict] = {}
+        for event, data in self.events:
+            if event in ("new_message", "update_message", "stream_start"):
+                shown.setdefault(data["id"], {}).update(
+                    output=data.get("output", ""), isError=data.get("isError", False),
+                    author=data.get("name"))
+            elif event == "stream_token":
+                msg = shown.setdefault(data["id"], {"output": ""})
+                msg["output"] = data["token"] if data.get("isSequence") else msg["output"] + data["token"]
+        return list(shown.values())
+
+    def texts(self) -> list[str]:
+        return [m["output"] for m in self.messages()]
+
+    def errors(self) -> list[str]:
+        return [m["output"] for m in self.messages() if m.get("isError")]
+
+    def sent(self, event: str) -> list:
+        return [data for name, data in self.events if name == event]
+
+
+@pytest.fixture(scope="module")
+def wb(tmp_path_factory):
+    return make_workbench(tmp_path_factory.mktemp("chainlit-handlers"))
+
+
+def new_session(profile: str) -> tuple[Page, WebsocketSession]:
+    page = Page()
+    session = WebsocketSession(id=str(uuid.uuid4()), socket_id=str(uuid.uuid4()), emit=page.emit,
+                               emit_call=page.emit_call, user_env={}, client_type="webapp",
+                               chat_profile=profile)
+    return page, session
+
+
+def call(session, handler, *args):
+    """Run a handler in the session's context, as Chainlit's socket events do."""
+    async def run():
+        init_ws_context(session)
+        return await handler(*args)
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def page(wb, monkeypatch):
+    """A new Chainlit session on the Python assistant profile, started as a page load starts it."""
+    monkeypatch.setattr(appmod, "wb", wb)
+    page, session = new_session("Python assistant")
+    page.session = session
+    call(session, appmod.start)
+    yield page
+    call(session, session.delete)
+
+
+def say(page, text: str, command: str | None = None) -> None:
+    async def send():
+        await appmod.on_message(cl.Message(content=text, command=command, type="user_message"))
+    call(page.session, send)
+
+
+def state(page, key):
+    """A value of the session's cl.user_session."""
+    async def get():
+        return cl.user_session.get(key)
+    return call(page.session, get)
+
+
+def test_start_sends_the_settings_panel_and_the_train_command(page, wb):
+    [panel] = page.sent("chat_settings")
+    assert [w["id"] for w in panel] == ["model", "temperature", "top_k", "top_p",
+                                         "repetition_penalty", "max_new_tokens", "seed"]
+    assert panel[0]["initial"] == wb.default_model("python")
+    assert [c["id"] for c in page.sent("set_commands")[0]] == ["train"]
+    assert page.texts() == []  # nothing hides the profile's starters
+
+
+def test_a_python_question_is_answered_and_remembered(page):
+    say(page, "How do I reverse a list in Python?")
+    [answer] = page.texts()
+    assert answer.strip() and not answer.startswith("Sorry")
+    assert page.sent("stream_start")  # streamed, not sent in one piece
+    history = state(page, "history")
+    assert [t["role"] for t in history] == ["user", "assistant"]
+    assert history[0]["content"] == "How do I reverse a list in Python?"
+
+
+def test_an_off_topic_question_gets_the_refusal_and_its_reason(page):
+    say(page, "What is the capital of France?")
+    [refusal] = page.texts()
+    assert refusal.startswith("Sorry, I'm a Python assistant") and "**Why:**" in refusal
+    assert not page.sent("stream_start")  # no model call
+
+
+@pytest.mark.parametrize("text, command, message", [
+    ("x" * 9000, None, "the message is 9,000 characters long; the limit is 8,000"),
+    ("/train cpu-demo steps=abc", None, "max_steps must be a number, got 'abc'"),
+    ("/train cpu-demo steps", None, "'steps' needs a value"),
+    ("colour=red", "train", "/train does not know the option 'colour'"),
+    ("/train data=poems", None, "unknown corpus data=poems"),
+])
+def test_bad_input_gets_one_clear_error_message(page, text, command, message):
+    say(page, text, command)
+    errors = page.errors()
+    assert len(errors) == 1 and message in errors[0], page.texts()
+    assert "Traceback" not in errors[0]
+
+
+def test_the_train_button_shows_the_help_with_a_start_action(page):
+    say(page, "help", command="train")
+    [help_text] = page.texts()
+    assert "**Presets**" in help_text and "`cpu-demo`" in help_text and "stories/tiny.txt" in help_text
+    assert [a["name"] for a in page.sent("action")] == ["train_start"]
+
+
+def test_a_bad_setting_is_named_when_changed_and_when_used(page):
+    settings = {**state(page, "chat_settings"), "seed": "abc"}
+    call(page.session, appmod.settings_changed, settings)
+    assert page.errors() == ["Settings not valid: seed must be a number, got 'abc'"]
+    page.session.chat_settings.update(settings)  # what Chainlit does with the new values
+    say(page, "How do I reverse a list in Python?")
+    assert page.errors()[-1] == "seed must be a number, got 'abc'"
+
+
+def test_changing_the_model_loads_and_describes_it(page, wb):
+    story = wb.default_model("story")
+    settings = state(page, "chat_settings")
+    call(page.session, appmod.settings_changed, {**settings, "model": story})
+    [about] = page.texts()
+    assert about.startswith("Model: **story (bundled)**") and "parameters" in about
+    call(page.session, appmod.settings_changed, {**settings, "model": "gpt9"})
+    assert "unknown model 'gpt9'" in page.errors()[-1]
+
+
+def test_sessions_keep_their_own_history(wb, monkeypatch):
+    """Two sessions answered at the same time: each sees only its own conversation."""
+    monkeypatch.setattr(appmod, "wb", wb)
+    (pa, a), (pb, b) = new_session("Python assistant"), new_session("Free chat")
+
+    async def turn(s, text):
+        init_ws_context(s)
+        await appmod.start()
+        await appmod.on_message(cl.Message(content=text, type="user_message"))
+        return cl.user_session.get("history")
+
+    async def both():
+        return await asyncio.gather(turn(a, "How do I sort a list?"),
+                                    turn(b, "Tell me about the sea."))
+
+    ha, hb = asyncio.run(both())
+    assert [t["content"] for t in ha if t["role"] == "user"] == ["How do I sort a list?"]
+    assert [t["content"] for t in hb if t["role"] == "user"] == ["Tell me about the sea."]
+    assert len(pa.texts()) == 1 and len(pb.texts()) == 1
+    for s in (a, b):
+        call(s, s.delete)
