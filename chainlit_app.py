@@ -81,8 +81,8 @@ async def start() -> None:
 
 @cl.on_chat_end
 async def end() -> None:
+    """The page went away: stop writing its reply (a training job and its tracker go on)."""
     cancel_generation()
-    training.detach()
 
 
 # ---------------------------------------------------------------------------------------------

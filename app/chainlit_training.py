@@ -15,6 +15,7 @@ from pathlib import Path
 
 import chainlit as cl
 from chainlit.config import FILES_DIRECTORY
+from chainlit.session import WebsocketSession
 
 from engine.errors import USER_ERRORS
 from engine.jobs import ACTIVE, JobError
@@ -169,13 +170,6 @@ async def reattach(wb) -> None:
         await follow(wb, str(job.run_dir), started=False)
 
 
-def detach() -> None:
-    """The session ended: stop following (the job itself goes on)."""
-    tracker = _tracker()
-    if tracker is not None:
-        tracker.cancel()
-
-
 def _tracker() -> "Tracker | None":
     tracker = cl.user_session.get("tracker")
     return tracker if tracker is not None and not tracker.done() else None
@@ -234,7 +228,10 @@ class Tracker:
                                payload={}, tooltip="Save a checkpoint and end the run")])
         await self.message.send()
         # A task of its own (not the message handler's), so Chainlit's stop button, which
-        # cancels the handler, does not end the tracking; it lives until the job ends.
+        # cancels the handler, does not end the tracking. It lives until the job ends or Chainlit
+        # deletes the session: a dropped connection that comes back (the same session) finds it
+        # still going; a reloaded page is a new session with a tracker of its own.
+        self.session_id = cl.context.session.id
         self.task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
@@ -242,7 +239,7 @@ class Tracker:
 
         job = Job(self.run_dir)
         try:
-            while True:
+            while WebsocketSession.get_by_id(self.session_id) is not None:
                 status = await asyncio.to_thread(self.wb.training_status, job)
                 await self._show(status)
                 if status["state"] not in ACTIVE:
