@@ -67,6 +67,11 @@ def atomic_directory(path: Path | str) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    # mkdtemp makes the directory private (0700); give it the usual mode under the umask so a
+    # checkpoint is as readable as any other directory the user creates.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
     try:
         yield tmp
         fsync_tree(tmp)
