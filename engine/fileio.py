@@ -11,6 +11,18 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would, briefly, for all threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -69,9 +81,7 @@ def atomic_directory(path: Path | str) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     # mkdtemp makes the directory private (0700); give it the usual mode under the umask so a
     # checkpoint is as readable as any other directory the user creates.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         fsync_tree(tmp)
