@@ -182,3 +182,19 @@ def test_sessions_keep_their_own_history(wb, monkeypatch):
     assert len(pa.texts()) == 1 and len(pb.texts()) == 1
     for s in (a, b):
         call(s, s.delete)
+
+
+def test_training_is_refused_with_the_reason_on_an_exposed_server(tmp_path, monkeypatch):
+    monkeypatch.delenv("WORKBENCH_ALLOW_TRAINING", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    exposed = make_workbench(tmp_path, exposed=True)
+    monkeypatch.setattr(appmod, "wb", exposed)
+    page, session = new_session("Python assistant")
+    page.session = session
+    call(session, appmod.start)
+    say(page, "help", command="train")
+    say(page, "/train cpu-demo steps=5")
+    errors = page.errors()
+    assert len(errors) == 2 and all("Training is turned off" in e for e in errors)
+    assert exposed.jobs.current() is None
+    call(session, session.delete)
