@@ -97,8 +97,8 @@ def open_app(driver, url):
 
 
 def bot_texts(driver):
-    return [m.text for m in driver.find_elements(By.CSS_SELECTOR,
-                                                 "#chatbot .message-row.bot-row .message")]
+    """The text of each of the model's messages (one row per message)."""
+    return [m.text for m in driver.find_elements(By.CSS_SELECTOR, "#chatbot .message-row.bot-row")]
 
 
 def test_chat_streams_refuses_and_survives_reload(app, browser):
@@ -147,6 +147,26 @@ def test_chat_streams_refuses_and_survives_reload(app, browser):
     wait_for(lambda: "best pizza in Rome" in css(browser, "#chatbot").text, 30,
              what="the conversation after a reload")
     assert "reverse a list" in css(browser, "#chatbot").text
+
+    # Undo puts the last question back in the textbox; clear empties the chat and brings the
+    # examples back; an example asks its question; retry asks again.
+    css(browser, '#chatbot button[aria-label="Undo"]').click()
+    wait_for(lambda: "best pizza" in css(browser, "#chat-input textarea").get_attribute("value")
+             and "best pizza" not in css(browser, "#chatbot").text, 10, what="undo")
+    css(browser, "#chat-input textarea").send_keys(Keys.CONTROL, "a", Keys.DELETE)
+    set_number(browser, "#sampling-max-new-tokens input[type=number]", 40)  # short answers now
+    css(browser, '#chatbot button[aria-label="Clear"]').click()
+    example = wait_for(lambda: css(browser, "#chatbot button.example"), 10, what="examples")
+    example.click()
+    wait_for(lambda: len(bot_texts(browser)) == 1 and "tokens/s" in css(browser, "#chat-stats").text,
+             60, what="the example's answer")
+    assert "How do I reverse a list in Python?" in css(browser, "#chatbot").text
+    first = bot_texts(browser)
+    css(browser, '#chatbot button[aria-label="Retry"]').click()
+    # A fresh draw (seed -1): a different answer in place of the first one.
+    wait_for(lambda: bot_texts(browser) != first and len(bot_texts(browser)) == 1
+             and "tokens/s" in css(browser, "#chat-stats").text, 60, what="the retried answer")
+    shot(browser, "2b-retried")
 
 
 def test_story_and_sampling_explorer(app, browser):
