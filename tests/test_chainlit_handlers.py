@@ -198,3 +198,15 @@ def test_training_is_refused_with_the_reason_on_an_exposed_server(tmp_path, monk
     assert len(errors) == 2 and all("Training is turned off" in e for e in errors)
     assert exposed.jobs.current() is None
     call(session, session.delete)
+
+
+def test_action_buttons_reach_the_engine(page, wb):
+    """The help's start button and the stop button call the same engine paths as /train."""
+    call(page.session, appmod._train_start,
+         cl.Action(name="train_start", payload={"preset": "no-such-preset"}))
+    assert "unknown training preset 'no-such-preset'" in page.errors()[-1]
+    call(page.session, appmod._train_stop, cl.Action(name="train_stop", payload={}))
+    assert page.texts()[-1] == "No training job is running."
+    call(page.session, appmod._use_model, cl.Action(name="use_model", payload={"spec": "/etc"}))
+    assert "unknown model '/etc'" in page.errors()[-1]
+    assert wb.jobs.current() is None
