@@ -8,7 +8,12 @@ weight decay on matrices only, built the same way as engine.train.make_optimizer
 step: forward with the loss, backward, gradient clipping to 1.0, optimizer step, zero_grad. One
 process, the same torch thread count; runs alternate (ours, theirs, ours, ...) after a warm-up
 step each, so drift in the machine's load hits both alike. The figure is the median over runs
-of training tokens per second.
+of training tokens per second, and the ratio is the median of the per-run ratios (each pair of
+runs is adjacent in time, so load that changes between pairs cancels out); `ratio_cpu_time`
+is the same on process CPU time, less sensitive to other programs sharing the machine.
+
+"Ours" is what engine.train trains on a CPU: the GPT's layers with the chunked linear +
+cross-entropy loss (engine.train.ChunkedLossGPT), which never materialises the full logits.
 
 Model FLOPs utilisation: the peak is measured in the same run (the best of repeated 2048^3
 float32 matrix multiplies, or bfloat16 with --dtype bfloat16); a training token costs
@@ -32,7 +37,7 @@ import torch
 from engine.config import GPTConfig, preset
 from engine.hub import hf_config, ours_to_hf
 from engine.model import GPT
-from engine.train import TrainConfig, make_optimizer
+from engine.train import TrainConfig, make_optimizer, training_module
 
 # name -> (model shape, batch size, context used for training)
 MODELS = {
@@ -104,7 +109,8 @@ def bench_model(name: str, runs: int, steps: int, dtype: str) -> dict:
     window = torch.randint(0, cfg.vocab_size, (batch, T + 1), generator=torch.Generator().manual_seed(1))
     amp = {"float32": None, "bfloat16": torch.bfloat16}[dtype]
     autocast = (lambda: torch.autocast("cpu", dtype=amp)) if amp else contextlib.nullcontext
-    step_ours = step_fn(ours, opt_ours, window[:, :-1].contiguous(), window[:, 1:].contiguous(), False, autocast)
+    # ours: the module our trainer trains on a CPU (the GPT's layers + the chunked loss)
+    step_ours = step_fn(training_module(ours, torch.device("cpu")), opt_ours, window[:, :-1].contiguous(), window[:, 1:].contiguous(), False, autocast)
     # T+1 tokens in, T predictions scored (the last position's logits are computed and unused)
     step_theirs = step_fn(theirs, opt_theirs, window[:, :T].contiguous(), window[:, :T].contiguous(), True, autocast)
 
@@ -119,17 +125,25 @@ def bench_model(name: str, runs: int, steps: int, dtype: str) -> dict:
 
     step_ours(), step_theirs()  # warm-up
     tok = batch * T * steps
-    ours_s, theirs_s = [], []
+    wall = {"ours": [], "transformers": []}
+    cpu = {"ours": [], "transformers": []}
     for r in range(runs):
-        for side, fn, out in (("ours", step_ours, ours_s), ("transformers", step_theirs, theirs_s)):
-            t = time.perf_counter()
+        for side, fn in (("ours", step_ours), ("transformers", step_theirs)):
+            t, c = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 fn()
-            out.append(tok / (time.perf_counter() - t))
-        log(f"{name} run {r + 1}/{runs}: ours {ours_s[-1]:,.0f} tok/s, transformers {theirs_s[-1]:,.0f} tok/s")
-    ours_tok_s, theirs_tok_s = statistics.median(ours_s), statistics.median(theirs_s)
-    return {"model": name, "ours_tok_s": round(ours_tok_s, 1), "transformers_tok_s": round(theirs_tok_s, 1),
-            "ratio": round(ours_tok_s / theirs_tok_s, 3), "batch": batch, "context": T,
+            wall[side].append(tok / (time.perf_counter() - t))
+            cpu[side].append(tok / (time.process_time() - c))
+        log(f"{name} run {r + 1}/{runs}: ours {wall['ours'][-1]:,.0f} tok/s, transformers "
+            f"{wall['transformers'][-1]:,.0f} tok/s (ratio {wall['ours'][-1] / wall['transformers'][-1]:.2f})")
+    med = statistics.median
+    # The ratio is the median of the per-run ratios: each pair of runs is adjacent in time, so
+    # a change in the machine's load between pairs cancels out.
+    ratio = med(o / t for o, t in zip(wall["ours"], wall["transformers"]))
+    cpu_ratio = med(o / t for o, t in zip(cpu["ours"], cpu["transformers"]))
+    return {"model": name, "ours_tok_s": round(med(wall["ours"]), 1),
+            "transformers_tok_s": round(med(wall["transformers"]), 1), "ratio": round(ratio, 3),
+            "ratio_cpu_time": round(cpu_ratio, 3), "batch": batch, "context": T,
             "params": ours.num_params(), "flops_per_token": flops_per_token(cfg, ours, T)}
 
 
