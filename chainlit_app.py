@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -37,6 +38,7 @@ from engine import service  # noqa: E402
 from engine.errors import USER_ERRORS  # noqa: E402
 
 log = logging.getLogger("workbench.chainlit")
+TRAIN_COMMAND = re.compile(r"\s*/train(\s|$)")
 
 # One Workbench (one model cache) for every session of this server. Training is offered only when
 # the server is not reachable from other machines, unless its owner opts in (service policy).
@@ -124,7 +126,7 @@ def current_settings() -> dict:
 async def on_message(message: cl.Message) -> None:
     text = message.content or ""
     try:
-        if message.command == "train" or text.lstrip().startswith("/train"):
+        if message.command == "train" or TRAIN_COMMAND.match(text):
             if message.command == "train":
                 text = "/train " + text
             await training.handle_command(wb, parse_train_command(text))

@@ -122,7 +122,7 @@ def parse_train_command(text: str) -> TrainCommand:
     `/train preset=mini steps=300 data=data/stories lr=3e-4`
     """
     text = (text or "").strip()
-    if text.startswith("/train"):
+    if text == "/train" or text.startswith(("/train ", "/train\t", "/train\n")):
         text = text[len("/train"):]
     try:
         parts = shlex.split(text)

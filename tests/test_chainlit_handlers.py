@@ -121,6 +121,11 @@ def test_an_off_topic_question_gets_the_refusal_and_its_reason(page):
     assert not page.sent("stream_start")  # no model call
 
 
+def test_only_the_word_train_is_the_command(page):
+    say(page, "/training a dog, how?")  # an ordinary message, for the filter to judge
+    assert page.errors() == [] and page.texts()[0].startswith("Sorry, I'm a Python assistant")
+
+
 @pytest.mark.parametrize("text, command, message", [
     ("x" * 9000, None, "the message is 9,000 characters long; the limit is 8,000"),
     ("/train cpu-demo steps=abc", None, "max_steps must be a number, got 'abc'"),
