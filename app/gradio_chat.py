@@ -37,6 +37,19 @@ STORAGE_KEY = "gpt-workbench-chat"
 STATE_SECRET = os.environ.get("WORKBENCH_STATE_SECRET") or secrets.token_hex(16)
 
 
+COPY_JS = """(history) => {
+    const text = (history || []).filter(m => !(m.metadata && m.metadata.title))
+        .map(m => (m.role === "user" ? "You: " : "Model: ") + m.content).join("\\n\\n");
+    if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(text);
+    } else {  // plain http on another host: the old way
+        const area = document.createElement("textarea");
+        area.value = text; document.body.appendChild(area); area.select();
+        document.execCommand("copy"); area.remove();
+    }
+}"""
+
+
 def display(history: list) -> list:
     """The chatbot's copy of the raw history: content escaped, notes kept as notes."""
     out = []
@@ -152,9 +165,12 @@ def build(demo: gr.Blocks, wb: service.Workbench, controls: Controls) -> None:
                     info="The Python assistant answers programming questions and politely "
                          "declines the rest; free chat has no filter.", elem_id="chat-mode")
     state = gr.BrowserState([], storage_key=STORAGE_KEY, secret=STATE_SECRET)
+    # Gradio's copy buttons would copy the escaped text (&lt; for <); this one copies the raw
+    # conversation from the browser state instead.
+    copy_btn = gr.Button("Copy chat", size="sm", elem_id="chat-copy", render=False)
     chatbot = gr.Chatbot(elem_id="chatbot", label="Chat", show_label=False, height=460,
                          render_markdown=False,
-                         sanitize_html=True, allow_tags=False, buttons=["copy", "copy_all"],
+                         sanitize_html=True, allow_tags=False, buttons=[copy_btn],
                          examples=examples_for(service.CHAT_MODES["python"]),
                          placeholder="Ask a Python question, or switch to free chat.",
                          feedback_options=None)
@@ -179,5 +195,6 @@ def build(demo: gr.Blocks, wb: service.Workbench, controls: Controls) -> None:
                  api_visibility="undocumented", queue=False)
     chatbot.clear(clear, None, outs, api_visibility="undocumented", queue=False)
     mode.change(change_mode, mode, chatbot, api_visibility="undocumented", queue=False)
+    copy_btn.click(None, state, None, js=COPY_JS, api_visibility="undocumented", queue=False)
     # A page reload: show the conversation the browser kept.
     demo.load(display, state, chatbot, api_visibility="undocumented", queue=False)

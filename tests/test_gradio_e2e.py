@@ -122,6 +122,15 @@ def test_chat_streams_refuses_and_survives_reload(app, browser):
     assert "<b>not bold</b>" in chat.text  # shown as text ...
     assert not chat.find_elements(By.TAG_NAME, "b")  # ... never as HTML
     shot(browser, "1-chat")
+    # "Copy chat" copies what was written (<b>), not the escaped display text (&lt;b&gt;).
+    origin = url.rstrip("/")
+    browser.execute_cdp_cmd("Browser.grantPermissions", {
+        "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"], "origin": origin})
+    css(browser, '#chatbot button[aria-label="Copy chat"]').click()
+    copied = wait_for(lambda: browser.execute_async_script(
+        "const done = arguments[0]; navigator.clipboard.readText().then(done, () => done(''));"),
+        10, what="the clipboard")
+    assert copied.startswith("You: How do I reverse a list in Python? <b>not bold</b>\n\nModel: ")
 
     # Stop, in the middle of a long answer.
     box = css(browser, "#chat-input textarea")
