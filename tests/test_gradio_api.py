@@ -158,3 +158,21 @@ def test_default_seed_draws_anew(server, client):
     assert len(answers) > 1
     seeded = {client.predict(**args, seed=5, api_name="/chat")[1][1]["content"] for _ in range(2)}
     assert len(seeded) == 1
+
+
+def test_uploaded_training_data_is_checked(server, client, tmp_path):
+    """An upload travels through Gradio to the service's checks (no job starts)."""
+    from gradio_client import handle_file
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    binary = tmp_path / "notes.pdf"
+    binary.write_bytes(b"%PDF-1.4 \x00\x01")
+    form = dict(preset="cpu-demo", source="Upload a file", corpus=None, hf_name="",
+                run_name="", init_from="(a new model)", param_7=5, param_8=0.001, param_9=2,
+                param_10=16, api_name="/train_start")
+    with pytest.raises(AppError, match="is empty"):
+        client.predict(upload=handle_file(str(empty)), **form)
+    with pytest.raises(AppError, match=r"Invalid file type.*'\.txt', '\.md', '\.jsonl'"):
+        client.predict(upload=handle_file(str(binary)), **form)  # Gradio checks file_types
+    assert client.predict(api_name="/train_status")["state"] == "idle"
