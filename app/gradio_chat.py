@@ -106,7 +106,9 @@ def respond(wb: service.Workbench, message, history, mode_label, model,
         history.append({"role": "assistant",
                         "content": reply.reason or "not a programming question",
                         "metadata": {"title": REASON_TITLE}})
-        yield display(history), _copy(history), _idle(""), "Declined without calling the model."
+        why = show_text(reply.reason or "not a programming question")
+        yield (display(history), _copy(history), _idle(""),
+               f"Declined without calling the model. Why: {why}")
         return
     history.append({"role": "assistant", "content": ""})
     throttle = Throttle()

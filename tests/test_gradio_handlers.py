@@ -63,7 +63,7 @@ def test_chat_refusal_with_reason(wb):
     display, state, _, stats = outs[-1]
     assert state[1]["content"].startswith("Sorry, I'm a Python assistant")
     assert state[2]["metadata"] == {"title": chat.REASON_TITLE} and state[2]["content"]
-    assert "without calling the model" in stats
+    assert "without calling the model. Why: " in stats and state[2]["content"] in stats
 
 
 def test_chat_errors_leave_the_conversation_as_it_was(wb):
