@@ -222,7 +222,11 @@ def test_python_assistant_streams_stops_and_declines_off_topic(server, browser):
     open_app(d, server)
     assert "Python assistant" in d.find_element(By.ID, "chat-profiles").text
     change_settings(d, max_new_tokens="max")  # a long answer, to watch it stream and stop it
-    send(d, "How do I reverse a list in Python?")
+    send(d, "How do I reverse a <b>list</b> in Python?")
+    # Markup is shown as text, not rendered (the same setting covers the model's output).
+    asked = wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, "[data-step-type=user_message]"),
+                     "the question")[0]
+    assert "<b>list</b>" in asked.text and not asked.find_elements(By.TAG_NAME, "b")
     # Streaming: the answer is seen growing while the stop button is shown.
     wait_for(d, lambda: d.find_elements(By.ID, "stop-button") and replies(d) and replies(d)[0].strip(),
              "the first tokens")
