@@ -19,8 +19,8 @@ STAGE_HELP = {
 }
 
 
-def _cell(p: float, before: float | None) -> str:
-    width = max(0.0, min(100.0, p * 100))
+def _cell(p: float, before: float | None, scale: float) -> str:
+    width = max(0.0, min(100.0, p / scale * 100))
     removed = p == 0.0 and (before is None or before > 0)
     label = "removed" if removed else (f"{p:.1%}" if p >= 0.001 else f"{p:.2e}")
     cls = "bar removed" if removed else "bar"
@@ -37,9 +37,12 @@ def render(result: dict, params) -> str:
     head = "".join(
         f'<th title="{html.escape(STAGE_HELP.get(s["name"], ""))}">{html.escape(s["name"])}</th>'
         for s in stages)
+    # Bars are drawn against the largest probability in the table, so small models' flat
+    # distributions are still visible; the numbers are the probabilities themselves.
+    scale = max((p for s in stages for p in s["probs"]), default=1.0) or 1.0
     rows = []
     for i, tok in enumerate(tokens):
-        cells = "".join(_cell(s["probs"][i], stages[k - 1]["probs"][i] if k else None)
+        cells = "".join(_cell(s["probs"][i], stages[k - 1]["probs"][i] if k else None, scale)
                         for k, s in enumerate(stages))
         cls = ' class="picked"' if i == best else ""
         rows.append(f'<tr{cls}><td class="tok">{html.escape(tok)}</td>{cells}</tr>')
