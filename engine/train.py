@@ -168,25 +168,25 @@ PRESETS: dict[str, dict] = {
         n_layer=2, n_head=2, n_embd=128, block_size=128, tokenizer="bpe", vocab_size=2048,
         batch_size=16, grad_accum=1, lr=2e-3, warmup_steps=30, max_steps=300, eval_every=100,
         eval_batches=10, save_every=100, log_every=10, sample_tokens=48),
-    # The bundled story model: 4.3M parameters (17 MB), ~12M tokens (~7 passes over the 1.7M
-    # token Shakespeare/Milton corpus) in ~35 min on 2 CPU cores at ~6-7k tokens/s.
+    # The bundled story model: 4.3M parameters (17 MB), 8.2M tokens (~5 passes over the 1.7M
+    # token Shakespeare/Milton corpus): ~40 min on 2 otherwise idle CPU cores (~3.5k tokens/s).
     "story-cpu": dict(
         n_layer=4, n_head=4, n_embd=256, block_size=256, tokenizer="bpe", vocab_size=4096,
         batch_size=16, grad_accum=1, lr=1e-3, min_lr_ratio=0.1, warmup_steps=100,
-        max_steps=3000, weight_decay=0.1, dropout=0.1, eval_every=250, eval_batches=20,
-        save_every=250, keep_last=2, log_every=10, sample_tokens=80),
-    # The bundled Python assistant, stage 1 (~25 min): pretraining on the Python documentation
-    # (0.9M tokens with a 4096 BPE), same shape as the story model.
+        max_steps=2000, weight_decay=0.1, dropout=0.1, eval_every=200, eval_batches=20,
+        save_every=200, keep_last=2, log_every=10, sample_tokens=80),
+    # The bundled Python assistant, stage 1 (~28 min): pretraining on the Python documentation
+    # (0.9M tokens with a 4096 BPE; 6.1M tokens seen), same shape as the story model.
     "python-cpu": dict(
         n_layer=4, n_head=4, n_embd=256, block_size=256, tokenizer="bpe", vocab_size=4096,
         batch_size=16, grad_accum=1, lr=1e-3, min_lr_ratio=0.1, warmup_steps=100,
-        max_steps=2200, weight_decay=0.1, dropout=0.1, eval_every=200, eval_batches=20,
-        save_every=200, keep_last=2, log_every=10, sample_tokens=80),
-    # Stage 2 (~10 min): instruction tuning on the Q/A pairs, loss on answers only; use with
+        max_steps=1500, weight_decay=0.1, dropout=0.1, eval_every=150, eval_batches=20,
+        save_every=150, keep_last=2, log_every=10, sample_tokens=80),
+    # Stage 2 (~12 min): instruction tuning on the Q/A pairs, loss on answers only; use with
     # --init-from <the python-cpu run> (its shape and tokenizer carry over).
     "python-sft-cpu": dict(
         mode="sft", batch_size=16, grad_accum=1, lr=5e-4, min_lr_ratio=0.1, warmup_steps=50,
-        max_steps=900, weight_decay=0.05, dropout=0.1, eval_every=100, eval_batches=20,
+        max_steps=600, weight_decay=0.05, dropout=0.1, eval_every=100, eval_batches=20,
         save_every=100, keep_last=2, log_every=10, sample_tokens=96),
 }
 

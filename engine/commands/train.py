@@ -1,9 +1,10 @@
 """Train a model: pretraining on text, or instruction tuning (SFT) on Alpaca/Dolly JSONL.
 
 Examples:
-  python -m engine train --data data/story --out runs/story --preset story-cpu
+  python -m engine train --data data/stories/stories.txt --out runs/story --preset story-cpu
   python -m engine train --data hf:roneneldan/TinyStories --out runs/ts --preset tinystories-gpu
-  python -m engine train --data qa.jsonl --out runs/sft --preset python-sft-cpu --init-from runs/py
+  python -m engine train --data data/python/qa.jsonl --val-data data/python/qa_val.jsonl \
+      --out runs/python-sft --preset python-sft-cpu --init-from runs/python-docs
   python -m engine train --out runs/story --resume            # continue where it stopped
   torchrun --nproc_per_node=4 -m engine train --data ... --out ...   # DistributedDataParallel
 
@@ -26,7 +27,7 @@ HELP = {
     "init_from": "start from this model: a checkpoint, a run directory, a transformers folder, "
                  "or a hub id such as gpt2 (its shape and tokenizer are used)",
     "n_layer": "transformer blocks", "n_head": "attention heads", "n_embd": "model width",
-    "block_size": "context length in tokens", "dropout": "dropout probability",
+    "block_size": "context length in tokens (0: the --init-from model's, else 256)", "dropout": "dropout probability",
     "tokenizer": "gpt2 (GPT-2's 50257 tokens) or bpe (train a byte-level BPE on the data)",
     "vocab_size": "vocabulary size of the trained BPE (--tokenizer bpe)",
     "batch_size": "sequences per micro-batch (per process)",
