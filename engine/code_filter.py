@@ -22,7 +22,9 @@ can read ("mentions a Python error (KeyError)", "'pandas' here is the animal (ba
    assistant helps with Python.
 4. When the rules are unsure (little evidence either way, about a fifth of messages), a small
    English sentence model (code_filter_model.py) adds its opinion, if its package is installed.
-5. Follow-ups: "and for a dict?" after a Python question is accepted from the conversation.
+5. Follow-ups: "and for a dict?" after a Python question is accepted from the conversation, but
+   only a message that leans on it (elliptical, referential, or with no content of its own) and
+   shows no other topic; "Can you recommend a recipe for pancakes?" is judged on its own.
 
 score = sigmoid(sum of weights); the message is a coding question when score > 0.5. Median
 0.3 ms a call, offline. Measured accuracy and how the parts earn their place: docs/assistant.md.
@@ -185,14 +187,17 @@ class CodeQuestionFilter:
         self.languages = [_Language(l["name"], [re.compile(p, re.IGNORECASE | re.DOTALL)
                                                  for p in l["patterns"]])
                           for l in lex["languages"]]
-        self.followup_regex = re.compile(
-            r"^\s*(and|but|also|ok|okay|so|then|now|what about|how about|what if|why|same|instead|"
-            r"can you|could you|would|please|thanks|thank you|show|explain|give|make|and if|or|"
-            r"y si|y para|y con|y en|et si|et pour|et avec|und wenn|und für|und mit|e se|e para|e com|"
-            r"а если|а как|а для|что если|и для|那|如果|还有|那么|然后|¿y)\b|"
-            r"(?<![a-z])(it|that|this|them|those|these|one|example|faster|shorter|simpler|version|"
-            r"alternative|another way|instead|again|more)(?![a-z])|^[^a-z]*\?\s*$",
-            re.IGNORECASE)
+        fu = lex["follow_up"]
+        self.fu_openers = re.compile(r"^(?:[\s,.!;:¿¡-]*" + _alternation(fu["openers"]) + r"(?=[\s,.!;:?-]|$))+",
+                                     re.IGNORECASE)
+        self.fu_marker = re.compile(r"^[\s,.!;:¿¡-]*" + _alternation(fu["markers"]), re.IGNORECASE)
+        self.fu_clause = re.compile(r"^[\s,.!;:-]*" + _alternation(fu["clauses"]), re.IGNORECASE)
+        self.fu_anaphora = _term_regex(t.lower() for t in fu["anaphora"])
+        self.fu_function_words = {t.lower() for t in fu["function_words"]}
+        self.fu_topics = _term_regex(t.lower() for t in fu["everyday_topics"])
+        # Vocabulary that keeps a word from counting as a new topic ("and for a dict?").
+        self.fu_vocab = [g.regex for g in self.groups if g.regex is not None and g.weight >= 0]
+        self._judge = functools.lru_cache(maxsize=512)(self._classify_one)  # history is re-read each turn
 
     # -------------------------------------------------------------------------------------------
 
@@ -204,35 +209,93 @@ class CodeQuestionFilter:
         if isinstance(history, (str, bytes)):
             raise ValueError("history must be a list of earlier messages, not a single string")
         previous = [h for h in (_user_text(h) for h in history or ()) if h and h.strip()]
-        decision = self._classify_one(text)
-        if decision.is_coding or decision.other_language or not previous:
-            return decision
-        # Was the conversation about code just before this message? Follow the chain back a few
-        # turns, so "and for a dict?" then "why?" both count.
-        context = None
-        for earlier in previous[-4:]:
-            d = self._classify_one(earlier)
-            if not d.is_coding and context is not None and self._is_follow_up(earlier, d):
-                d = context
-            context = d if d.is_coding else None
-        if context is None or not self._is_follow_up(text, decision):
-            return decision
+        if not previous:
+            return self._judge(text, True)
+        # Rules first, no model call: a message they are sure is code stands on its own; one that
+        # leans on a programming conversation is a follow-up, whatever the sentence model would
+        # make of it alone (it reads "why?" as off-topic). Anything else is judged on its own.
+        decision = self._judge(text, False)
+        if decision.other_language or self._sure_code(decision) or not self._is_follow_up(text, decision, previous):
+            return self._judge(text, True)
+        found = self._context(previous)
+        if found is None:
+            return self._judge(text, True)
+        context, context_text = found
         score = max(decision.score, 0.75)
-        return FilterDecision(True, score, f"follow-up to a programming question ({context.reason})",
-                              follow_up=True, evidence=decision.evidence)
+        kind = "Python" if any("Python" in e for e in context.evidence) else "programming"
+        about = _topic(context)
+        quoted = context_text.strip().replace("\n", " ")
+        quoted = quoted if len(quoted) <= 60 else quoted[:57] + "..."
+        reason = f"follows up on the earlier {kind} question" + (f" about {about}" if about else "") + f' ("{quoted}")'
+        return FilterDecision(True, score, reason, follow_up=True, evidence=decision.evidence)
 
-    def _is_follow_up(self, text: str, decision: FilterDecision) -> bool:
-        """Short, and either refers back ("and for a dict?", "why?") or has a little evidence;
-        never a message whose words were judged to be about something else."""
-        if decision.other_language or any(e.startswith("sense:") for e in decision.evidence):
+    def _sure_code(self, decision: FilterDecision) -> bool:
+        """Coding on the rules alone, beyond what the sentence model could overturn."""
+        band = self.model.band if self.model is not None else 0.0
+        return decision.is_coding and abs(math.log(decision.score / (1.0 - decision.score + 1e-12))) >= band
+
+    def _context(self, previous: Sequence[str]) -> tuple[FilterDecision, str] | None:
+        """The programming question the latest turns follow up on: walk back over earlier
+        follow-ups ("and for a dict?" then "why?"); a change of subject breaks the chain."""
+        for i in range(len(previous) - 1, max(-1, len(previous) - 5), -1):
+            rules = self._judge(previous[i], False)
+            if self._sure_code(rules):
+                return rules, previous[i]
+            if i > 0 and not rules.other_language and self._is_follow_up(previous[i], rules, previous[:i]):
+                continue
+            d = self._judge(previous[i], True)
+            return (d, previous[i]) if d.is_coding else None
+        return None
+
+    def _is_follow_up(self, text: str, decision: FilterDecision, before: Sequence[str]) -> bool:
+        """Does this message lean on the conversation ("and for a dict?", "why?", "it still
+        fails") rather than ask something of its own? It must be elliptical (opens with "and",
+        "what about", "what if"... and is no full question after that), referential ("it",
+        "that", "an example") with little new content, or have no content of its own at all;
+        and it must show no other topic: no trap sense, no other language, no everyday-topic
+        word ("pancakes", "weather", "trip") unless it also has programming vocabulary.
+        A complete question about something else is judged on its own, mid-conversation too."""
+        if decision.other_language or any(e.startswith(("sense:", "arithmetic:", "writing:"))
+                                          for e in decision.evidence):
             return False
-        if len(text.split()) > 40 and len(text) > 200:
+        if len(text) > 300:
             return False
-        return bool(self.followup_regex.search(text)) or decision.score > _sigmoid(BIAS) + 1e-9
+        low = text.lower()
+        covered = [m.span() for regex in self.fu_vocab for m in regex.finditer(low)]
+        seen = set()
+        for earlier in before:
+            seen.update(_words(earlier.lower()))
+        # An everyday topic ("pancakes", "a first date") is another subject, unless programming
+        # vocabulary outside it says otherwise ("a list of recipes"), or the conversation was
+        # already about it ("snake game", then "and make the snake faster?").
+        topics = [m.span() for m in self.fu_topics.finditer(low)
+                  if not all(w in seen or w.rstrip("s") in seen or w in self.fu_function_words
+                             for w in _WORD_RE.findall(m.group(0)))]
+        if topics and not any(all(b <= ta or a >= tb for ta, tb in topics) for a, b in covered):
+            return False
+        new = []
+        for m in _WORD_RE.finditer(low):
+            w = m.group(0).strip("'")
+            if (not w or _CJK.search(w) or w in self.fu_function_words or w.rstrip("s") in self.fu_function_words
+                    or w in seen or w.rstrip("s") in seen or any(a <= m.start() < b for a, b in covered)):
+                continue
+            new.append(w)
+        if not new:
+            return True  # "why?", "can you show an example", "and for a dict?"
+        if len(new) > 3:
+            return False  # a question of its own, whatever its opening
+        if len(_WORD_RE.findall(low)) <= 2 and not self.fu_clause.match(low):
+            return True  # a bare fragment: "descending?", "recursively?"
+        opener = self.fu_openers.match(low)
+        body = low[opener.end():] if opener else low
+        marker = self.fu_marker.match(body)
+        if marker and not self.fu_clause.match(body[marker.end():]):
+            return True  # elliptical: "what about negative numbers?", "and for the keys?"
+        return bool(self.fu_anaphora.search(low)) and len(new) <= 2  # "does it work on windows?"
 
     # -------------------------------------------------------------------------------------------
 
-    def _classify_one(self, text: str) -> FilterDecision:
+    def _classify_one(self, text: str, use_model: bool = True) -> FilterDecision:
         if len(text) > MAX_CHARS:
             text = text[:MAX_CHARS // 2] + "\n" + text[-MAX_CHARS // 2:]
         if not text.strip():
@@ -335,7 +398,7 @@ class CodeQuestionFilter:
 
         # 6. The rules are unsure (little evidence either way): ask the sentence model, which
         # only knows English (all-MiniLM-L6-v2); on other languages the rules decide alone.
-        if self.model is not None and not language and abs(logit) < self.model.band and _english(text):
+        if use_model and self.model is not None and not language and abs(logit) < self.model.band and _english(text):
             opinion = self.model.scale * self.model.logit(text)
             p = _sigmoid(opinion)
             what = "a programming question" if opinion > 0 else "not about programming"
@@ -401,6 +464,37 @@ def _is_word(triggers: re.Pattern, term: str) -> bool:
     """Is this matched term just the trigger word (an inflected form counts: "питоном")?"""
     hit = triggers.match(term)
     return bool(hit) and (hit.end() == len(term) or " " not in term)
+
+
+_WORD_RE = re.compile(r"[^\W\d_](?:[^\W\d_]|'(?=[^\W\d_]))*")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
+
+
+def _words(text: str) -> set[str]:
+    words = {m.group(0) for m in _WORD_RE.finditer(text)}
+    return words | {w.rstrip("s") for w in words}
+
+
+def _alternation(phrases: Iterable[str]) -> str:
+    """Phrases as one regex group, longest first; a Latin or Cyrillic phrase must end a word."""
+    parts = []
+    for p in sorted({p.lower() for p in phrases}, key=len, reverse=True):
+        body = r"\s+".join(re.escape(w) for w in p.split())
+        parts.append(body if _CJK.search(p) else body + rf"(?![{_WORD}'])")
+    return "(?:" + "|".join(parts) + ")"
+
+
+def _topic(decision: FilterDecision) -> str:
+    """What an earlier question was about, from its evidence: "dict", "KeyError", "pandas"."""
+    order = ("traceback", "error", "python_tool", "python_concept", "programming", "data_words",
+             "code", "ambiguous", "python")
+    found = {}
+    for e in decision.evidence:
+        key, _, reason = e.partition(": ")
+        m = re.search(r"\(([^()]+)\)\s*$", reason)
+        if m and key in order and key not in found:
+            found[key] = m.group(1)
+    return next((found[k] for k in order if k in found), "")
 
 
 def _user_text(turn) -> str:

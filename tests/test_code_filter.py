@@ -143,7 +143,7 @@ def test_follow_ups_use_the_conversation(filt):
     python_q = "How do I reverse a list in Python?"
     assert not filt.classify("and for the keys?").is_coding  # alone, it could be about anything
     d = filt.classify("and for the keys?", history=[python_q])
-    assert d.is_coding and d.follow_up and "follow-up" in d.reason
+    assert d.is_coding and d.follow_up and "follows up on the earlier Python question" in d.reason
     # Chained follow-ups, and history in the messages format (assistant turns are ignored).
     history = [{"role": "user", "content": python_q}, {"role": "assistant", "content": "x[::-1]"},
                {"role": "user", "content": "and for a tuple?"}, {"role": "assistant", "content": "same"}]
@@ -199,3 +199,76 @@ def test_sentence_encoder_matches_transformers():
         with torch.inference_mode():
             ref = torch.nn.functional.normalize(ref_model(**batch).last_hidden_state[0].mean(0), dim=0)
         assert torch.allclose(enc.encode(text), ref, atol=1e-5)
+
+
+# --- Multi-turn: follow-ups and changes of subject -------------------------------------------
+
+def load_conversations() -> list[dict]:
+    rows = [json.loads(line) for line in (DATA / "code_followups.jsonl").read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    for r in rows:
+        assert set(r) >= {"history", "text", "is_coding", "category"} and r["history"], r
+    return rows
+
+
+def test_multi_turn_set(filt):
+    """Conversation history + new message: genuine follow-ups are accepted; a complete question
+    about something else (recipes, weather, the liver, a trip to Java), or a trap word in its
+    other sense, is judged on its own even right after Python talk."""
+    rows = load_conversations()
+    assert len(rows) >= 30
+    assert sum(r["is_coding"] for r in rows) >= 10 and sum(not r["is_coding"] for r in rows) >= 10
+    totals, right, wrong, rescued = collections.Counter(), collections.Counter(), [], 0
+    times, cold_times = [], []
+    for r in rows:
+        # As in a chat: each earlier turn was judged when it was sent (the verdicts are cached).
+        for i, turn in enumerate(r["history"]):
+            if isinstance(turn, str) or turn.get("role") == "user":
+                filt.classify(turn if isinstance(turn, str) else turn["content"], history=r["history"][:i])
+        t0 = time.perf_counter()
+        d = filt.classify(r["text"], history=r["history"])
+        times.append(time.perf_counter() - t0)
+        filt._judge.cache_clear()  # and once with nothing cached: the history is judged again
+        t0 = time.perf_counter()
+        assert filt.classify(r["text"], history=r["history"]) == d
+        cold_times.append(time.perf_counter() - t0)
+        totals[r["category"]] += 1
+        rescued += d.follow_up
+        if d.is_coding == r["is_coding"]:
+            right[r["category"]] += 1
+        else:
+            wrong.append(f"  [{r['category']}] expected {'accept' if r['is_coding'] else 'decline'}: "
+                         f"{r['text'][:60]!r} -> {d.reason}")
+        if d.follow_up:
+            assert d.is_coding and "follows up on the earlier" in d.reason, d
+    acc = sum(right.values()) / len(rows)
+    report = "\n".join([f"accuracy {acc:.4f} on {len(rows)} conversations ({rescued} accepted as follow-ups); "
+                        f"median classify with history {statistics.median(times) * 1000:.2f} ms "
+                        f"(earlier turns judged before, as in a chat), {statistics.median(cold_times) * 1000:.2f} ms "
+                        f"with nothing cached"]
+                       + [f"  {c:24s} {right[c]:3d}/{totals[c]:3d}" for c in sorted(totals)] + wrong)
+    print("\nmulti-turn set:\n" + report)
+    assert rescued >= 10, report  # the set exercises the follow-up path, not only standalone questions
+    assert acc == 1.0, report
+
+
+def test_the_reported_conversation(filt):
+    """The user's report: a recipe question after two answered Python questions was accepted as
+    a 'follow-up' whose reason quoted the history's vocabulary as if it were the message's."""
+    history = [{"role": "user", "content": "How do I reverse a list in Python?"},
+               {"role": "assistant", "content": "Use reversed(xs) or xs[::-1]."},
+               {"role": "user", "content": "and for a dict?"},
+               {"role": "assistant", "content": "dict(reversed(d.items()))"}]
+    d = filt.classify("Can you recommend a good recipe for pancakes?", history=history)
+    assert not d.is_coding and not d.follow_up, d
+    d = filt.classify("why?", history=history)
+    assert d.is_coding and d.follow_up, d
+    assert d.reason == 'follows up on the earlier Python question about list ("How do I reverse a list in Python?")', d
+
+
+def test_follow_ups_need_no_sentence_model():
+    # The follow-up decision is made by rules (structure + vocabulary), so it holds without the model.
+    filt = CodeQuestionFilter(use_model=False)
+    rows = load_conversations()
+    wrong = [r["text"] for r in rows if filt.classify(r["text"], history=r["history"]).is_coding != r["is_coding"]]
+    assert len(wrong) <= len(rows) * 0.03, wrong
