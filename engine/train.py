@@ -34,15 +34,14 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from . import data as D
-from .checkpoint import (CheckpointError, find_checkpoint, list_checkpoints, read_weights,
-                         save_checkpoint)
+from .checkpoint import CheckpointError, list_checkpoints, read_weights, save_checkpoint
 from .config import GPTConfig
 from .device import pick_device
 from .fileio import atomic_write_json, atomic_write_text
@@ -152,7 +151,7 @@ class TrainConfig:
         num("val_fraction", 0, 0.5)
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
-        pick_device(self.device) if self.device in ("cuda", "mps") else None
+        pick_device(self.device)  # an unknown or unavailable device is an error now, not later
 
 
 # Named recipes. A preset is a set of TrainConfig fields; flags given on the command line win.

@@ -81,7 +81,7 @@ def test_chunked_loss_equals_the_models_loss_and_gradients(tiny_model):
     wrapped.chunk = 16  # several chunks, the last one partial
     _, loss = wrapped(x, y)
     (loss * 2).backward()  # a scaled upstream gradient is honoured
-    assert float(loss) == pytest.approx(float(ref), abs=1e-5)
+    assert loss.item() == pytest.approx(ref.item(), abs=1e-5)
     for name, p in tiny_model.named_parameters():
         torch.testing.assert_close(p.grad, 2 * ref_grads[name], atol=1e-6, rtol=1e-4, msg=name)
 
@@ -109,6 +109,7 @@ def test_presets_resolve_and_flags_win():
     ({"tokenizer": "sentencepiece"}, "tokenizer must be"),
     ({"vocab_size": 100}, "vocab-size must be between"),
     ({"bogus": 1}, "unknown training option"),
+    ({"device": "tpu"}, "device must be one of"),
 ])
 def test_nonsense_hyperparameters_are_refused(option, message):
     with pytest.raises(ValueError, match=message):
