@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="small,gpt2-124m",
                     help=f"comma-separated, from: {', '.join(MODELS)}")
-    ap.add_argument("--runs", type=int, default=5, help="timed runs per side (median; >= 5)")
+    ap.add_argument("--runs", type=int, default=5, help="timed runs per side; the median is reported (default 5; use at least 5 for figures you publish)")
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)

@@ -15,6 +15,7 @@ A training run directory holds checkpoints under <run>/checkpoints/step-<N>/ (an
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 from .config import GPTConfig
-from .fileio import atomic_directory, atomic_write_text
+from .fileio import current_umask, atomic_directory, atomic_write_text
 from .model import GPT
 from .tokenizer import BPETokenizer, GPT2Tokenizer, Tokenizer
 
@@ -102,6 +103,9 @@ def save_checkpoint(path: Path | str, model: GPT, tokenizer: Tokenizer, card: st
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
                  if k != TIED_KEY}
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        # safetensors creates the file private (0600) whatever the umask; give it the usual mode
+        # so a UI running as another user, or a shared runs folder, can read the weights.
+        os.chmod(tmp / "model.safetensors", 0o666 & ~current_umask())
         tokenizer.save(tmp)
         if card:
             (tmp / "README.md").write_text(card, encoding="utf-8")

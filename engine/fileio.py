@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 
-def _umask() -> int:
+def current_umask() -> int:
     """The process umask, read without changing it (os.umask would, briefly, for all threads)."""
     try:
         with open("/proc/self/status") as f:
@@ -41,7 +41,7 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private (0600)
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it private (0600)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -82,7 +82,7 @@ def atomic_directory(path: Path | str) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     # mkdtemp makes the directory private (0700); give it the usual mode under the umask so a
     # checkpoint is as readable as any other directory the user creates.
-    os.chmod(tmp, 0o777 & ~_umask())
+    os.chmod(tmp, 0o777 & ~current_umask())
     try:
         yield tmp
         fsync_tree(tmp)

@@ -16,6 +16,9 @@ from typing import Sequence
 import torch
 
 NEG_INF = float("-inf")
+# Smallest temperature used in arithmetic: float32 turns smaller ones into 0 (then 0/0 = NaN). At
+# this temperature any logit gap float32 can represent already sends the runner-up to -inf.
+MIN_TEMPERATURE = 1e-30
 
 
 @dataclass(frozen=True)
@@ -123,10 +126,10 @@ class Temperature:
         if torch.isposinf(scaled).any() or torch.isnan(scaled).any():
             # A tiny temperature overflowed the top logits to +inf (softmax would give NaN), or
             # is below float32's range and became 0. Shift by the max first (the same
-            # distribution; the top logit becomes 0) and divide in float64, where any
-            # temperature the validator accepts is nonzero: the others go to -inf instead.
-            shifted = logits.double() - logits.double().max(dim=-1, keepdim=True).values
-            scaled = (shifted / self.temperature).to(logits.dtype)
+            # distribution; the top logit becomes 0) and divide by a temperature clamped to
+            # float32's range: the others go to -inf instead. No float64, which MPS lacks.
+            shifted = logits - logits.max(dim=-1, keepdim=True).values
+            scaled = shifted / max(self.temperature, MIN_TEMPERATURE)
         return scaled
 
 
@@ -200,11 +203,11 @@ class Sampler:
             values, indices = torch.topk(logits, p.top_k + 1)  # sorted, largest first
             if bool(values[-1] < values[-2]):
                 # Temperature: shift by the max first (the same distribution, no overflow at
-                # tiny temperatures) and divide in float64, where any accepted temperature is
-                # nonzero. Then nucleus without a sort, since the values are sorted already: a
+                # tiny temperatures) and divide by the temperature clamped to float32's range
+                # (below it every gap is -inf anyway; no float64, which MPS lacks). Then nucleus without a sort, since the values are sorted already: a
                 # token stays while the mass before it is below p (TopP's rule, the first always
                 # stays). multinomial takes the unnormalised remainder.
-                probs = ((values[:-1].double() - values[0]) / p.temperature).softmax(-1)
+                probs = ((values[:-1] - values[0]) / max(p.temperature, MIN_TEMPERATURE)).softmax(-1)
                 if p.top_p < 1.0:
                     probs = probs * ((probs.cumsum(-1) - probs) < p.top_p)
                 choice = torch.multinomial(probs, 1, generator=self.generator)

@@ -24,14 +24,18 @@ fi
 
 if [[ $dev == 1 ]]; then
   "$py" -m pip install --quiet -r requirements-dev.txt
-  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  # Debian packages some tests need: Chromium for the browser tests, the Python docs HTML for
+  # the corpus-rebuild test (data/ is built from it).
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
+      || [[ ! -d /usr/share/doc/python3.11/html ]]; then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-      echo "installing Debian's chromium and chromium-driver for the browser tests"
+      echo "installing Debian's chromium, chromium-driver and python3.11-doc for the tests"
       apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+        python3.11-doc >/dev/null
     else
-      echo "note: chromium/chromedriver not found; the browser tests will fail until they are" \
-           "installed (Debian/Ubuntu: apt-get install chromium chromium-driver)" >&2
+      echo "note: chromium, chromium-driver or python3.11-doc is missing; the tests that need" \
+           "them skip (Debian/Ubuntu: apt-get install chromium chromium-driver python3.11-doc)" >&2
     fi
   fi
 else

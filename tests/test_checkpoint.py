@@ -139,3 +139,19 @@ def test_resolver_messages(tmp_path):
         load_model("./does/not/exist")
     with pytest.raises(ModelLoadError, match="no model given"):
         load_model("  ")
+
+
+def test_saved_files_follow_the_umask_not_private(tmp_path, tiny_model, bpe_tokenizer):
+    """mkdtemp/mkstemp/safetensors create private files; a checkpoint must be readable like any
+    other directory the user makes (a UI running as another user reads it)."""
+    import stat
+
+    from engine.checkpoint import save_checkpoint
+    from engine.fileio import current_umask
+
+    path = save_checkpoint(tmp_path / "ck", tiny_model, bpe_tokenizer, card="# card")
+    expected_dir = 0o777 & ~current_umask()
+    expected_file = 0o666 & ~current_umask()
+    assert stat.S_IMODE(path.stat().st_mode) == expected_dir
+    for f in path.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == expected_file, f.name
