@@ -124,8 +124,13 @@ def main() -> None:
         lines += stage_lines("instruction tuning", final, c.block_size)
     else:
         lines += stage_lines("pretraining", final, c.block_size)
-    lines += ["", "Reproduce both bundled models (one CPU thread each, in parallel; well under an "
-              "hour on a 2-core machine):", "", "```", "scripts/train_bundled.sh", "```", "",
+    size_mb = (best / "model.safetensors").stat().st_size / 1e6
+    lines += ["", f"Weights: {size_mb:.1f} MB (float32 safetensors). The times above were measured "
+              "on a shared 2-core CPU while other jobs ran; the commands are as the runs recorded "
+              "them.", "",
+              "Reproduce both bundled models with the same commands (one CPU thread each, in "
+              "parallel, output folders under runs/bundled/):", "", "```",
+              "scripts/train_bundled.sh", "```", "",
               "## Samples", "",
               "Temperature 0.7, top-k 40, top-p 0.95, repetition penalty 1.1, 80 new tokens, "
               "seeds 0, 1, 2:", ""]
