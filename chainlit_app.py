@@ -208,7 +208,7 @@ async def error(text: str) -> None:
 
 @cl.action_callback("train_start")
 async def _train_start(action: cl.Action) -> None:
-    await training.start(wb, dict(action.payload or {}))
+    await training.start_from_action(wb, action.payload)
 
 
 @cl.action_callback("train_stop")

@@ -133,14 +133,36 @@ async def show_help(wb) -> None:
     await cl.Message(content=text, actions=actions, author="Training").send()
 
 
+ACTION_KEYS = ("preset",)  # what a start button's payload may carry
+
+
+async def start_from_action(wb, payload) -> None:
+    """The help's start button. Its payload comes back from the browser, so a client can send
+    anything: only a preset name is taken from it, and it goes through the same checks as
+    /train (training_options); anything else is refused with a message."""
+    if not isinstance(payload, dict):
+        await _error("This start button sent no settings; type /train to start a run.")
+        return
+    unknown = sorted(str(k) for k in payload if k not in ACTION_KEYS)
+    if unknown:
+        await _error(f"A start button cannot set {', '.join(unknown)}; type /train with the "
+                     "options you want (/train help lists them).")
+        return
+    preset = payload.get("preset")
+    if not isinstance(preset, str) or not preset.strip():
+        await _error("This start button names no preset; type /train [preset] to start a run.")
+        return
+    try:
+        kwargs = training_options(wb, {"preset": preset.strip()})
+    except ValueError as e:
+        await _error(str(e))
+        return
+    await start(wb, kwargs)
+
+
 async def start(wb, kwargs: dict) -> None:
-    """Start a job with wb.start_training(**kwargs) and follow it in this session."""
-    if "data" not in kwargs:
-        try:
-            kwargs = training_options(wb, kwargs)
-        except ValueError as e:
-            await _error(str(e))
-            return
+    """Start a job with wb.start_training(**kwargs) and follow it in this session. kwargs come
+    from training_options() (never straight from a client)."""
     try:
         status = await asyncio.to_thread(lambda: wb.start_training(**kwargs))
     except JobError as e:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from functools import partial
 
 import gradio as gr
+from gradio import utils as gradio_utils
 import pandas as pd
 
 from engine import service
@@ -135,8 +136,10 @@ def start(wb: service.Workbench, preset, source, corpus, upload, hf_name, run_na
         raise ValueError("type a Hugging Face dataset name, e.g. roneneldan/TinyStories")
     init = None if init_from in (None, "", NEW_MODEL) else init_from
     options = dict(zip(FIELDS, numbers))
+    # The gr.File value is a path in Gradio's upload folder (Gradio refuses any other path from a
+    # client), so that folder is the one the service may copy uploads from.
     st = wb.start_training(preset, data=data, upload=upload, hf_name=hf_name, run_name=run_name,
-                           init_from=init, **options)
+                           init_from=init, upload_root=gradio_utils.get_upload_folder(), **options)
     gr.Info(f"Started training run {st['run']}.")
     return status_markdown(st)
 

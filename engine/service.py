@@ -390,9 +390,17 @@ class Workbench:
                     "preset (minutes); the larger presets take hours.")
         return f"Training runs on the {describe(device)}."
 
-    def _training_data(self, data: str | None, upload: str | Path | None, hf_name: str | None) -> str:
+    def _training_data(self, data: str | None, upload: str | Path | None, hf_name: str | None,
+                       upload_root: str | Path | None = None) -> str:
         """Exactly one data source: a bundled corpus, an uploaded file (copied into the runs
-        directory, so it outlives Gradio's upload cache), or a Hugging Face dataset name."""
+        directory, so it outlives Gradio's upload cache), or a Hugging Face dataset name.
+
+        An upload is a path, so a client could name any file the server can read: it is taken
+        only from inside upload_root, the folder where the front end's upload widget stores what
+        a person uploaded (the trusted caller passes it; a client never chooses it)."""
+        for what, value in (("data", data), ("hf_name", hf_name)):
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{what} must be text, got {type(value).__name__}")
         given = [x for x in (data, upload, hf_name) if x not in (None, "")]
         if len(given) != 1:
             raise ValueError("choose one data source: a bundled corpus, an uploaded file, or a "
@@ -413,7 +421,12 @@ class Workbench:
                                  "NAME or OWNER/NAME, optionally :CONFIG (e.g. roneneldan/TinyStories "
                                  "or wikitext:wikitext-103-raw-v1)")
             return f"hf:{name}"
+        if not isinstance(upload, (str, Path)):
+            raise ValueError(f"the upload must be a file path, got {type(upload).__name__}")
         src = Path(str(upload))
+        if upload_root is None or not _inside(src, upload_root):
+            raise ValueError(f"{src.name!r} was not uploaded through this app's upload box; "
+                             "upload the file there (a path on the server is not accepted)")
         if not src.is_file():
             raise ValueError(f"the uploaded file {src.name!r} is missing; upload it again")
         if src.suffix.lower() not in UPLOAD_SUFFIXES:
@@ -442,8 +455,12 @@ class Workbench:
 
     def start_training(self, preset: str, data: str | None = None, upload: str | Path | None = None,
                        hf_name: str | None = None, run_name: str | None = None,
-                       init_from: str | None = None, **options) -> dict:
+                       init_from: str | None = None, upload_root: str | Path | None = None,
+                       **options) -> dict:
         """Start a training job (a child process) and return its status.
+
+        upload: a file the front end's upload widget stored under upload_root (both set by the
+        app's own handler, never taken from a client's request; see _training_data).
 
         options: TrainConfig fields a person may set here (TRAIN_OPTIONS: max_steps, lr,
         batch_size, ...), None = the preset's value. Raises PermissionError when this server does
@@ -454,7 +471,7 @@ class Workbench:
         policy = self.training_policy()
         if not policy.allowed:
             raise PermissionError(policy.reason)
-        if preset not in PRESETS:
+        if not isinstance(preset, str) or preset not in PRESETS:
             raise ValueError(f"unknown training preset {preset!r}; choose one of: {', '.join(PRESETS)}")
         unknown = sorted(set(options) - set(TRAIN_OPTIONS))
         if unknown:
@@ -475,7 +492,7 @@ class Workbench:
                              "starting with a letter or digit")
         if init_from:
             opts["init_from"] = self.resolve(init_from)
-        opts["data"] = self._training_data(data, upload, hf_name)
+        opts["data"] = self._training_data(data, upload, hf_name, upload_root)
         opts["out"] = name
         job = self.jobs.start(opts, preset=preset)
         return self.training_status(job)
@@ -565,6 +582,14 @@ UPLOAD_SUFFIXES = (".txt", ".md", ".jsonl", ".json")
 MAX_UPLOAD_BYTES = 200_000_000
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HF_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?(:[\w.-]+)?")
+
+
+def _inside(path: Path, root: str | Path) -> bool:
+    """True if path (links resolved) lies inside the folder root."""
+    try:
+        return Path(path).resolve().is_relative_to(Path(root).resolve())
+    except (OSError, RuntimeError, ValueError):
+        return False
 
 
 def clean_history(history) -> list[dict]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -224,3 +225,27 @@ def test_footer_reports_length_speed_and_notices(wb):
     footer = reply_footer(reply, "chat")
     assert "_Left out the 2 oldest exchanges_\n" in footer
     assert footer.count("Reached the window") == 1 and "_(3 times)_" in footer
+
+
+def test_cross_origin_requests_only_from_loopback():
+    """Another web site open in the same browser cannot call this server's HTTP API."""
+    import tomllib
+    from urllib.parse import urlsplit
+
+    from starlette.applications import Starlette
+    from starlette.middleware.cors import CORSMiddleware
+    from starlette.testclient import TestClient
+
+    config = tomllib.loads((Path(__file__).parents[1] / ".chainlit/config.toml").read_text())
+    origins = config["project"]["allow_origins"]
+    assert origins and all(urlsplit(o).hostname in ("localhost", "127.0.0.1", "::1")
+                           for o in origins)
+    app = Starlette()
+    app.add_middleware(CORSMiddleware, allow_origins=origins, allow_credentials=True,
+                       allow_methods=["*"], allow_headers=["*"])  # as chainlit.server does
+    client = TestClient(app)
+    ask = {"Access-Control-Request-Method": "POST"}
+    assert client.options("/project/file", headers={**ask, "Origin": "https://evil.example"}
+                          ).status_code == 400
+    assert client.options("/project/file", headers={**ask, "Origin": origins[0]}
+                          ).status_code == 200

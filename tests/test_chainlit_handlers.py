@@ -212,6 +212,16 @@ def test_action_buttons_reach_the_engine(page, wb):
     assert "unknown training preset 'no-such-preset'" in page.errors()[-1]
     call(page.session, appmod._train_stop, cl.Action(name="train_stop", payload={}))
     assert page.texts()[-1] == "No training job is running."
+    # A forged payload: the browser sends back whatever it likes. No server file is copied.
+    secret = wb.runs_dir.parent / "secret.md"
+    secret.write_text("private\n" * 10)
+    for payload, message in (
+            ({"preset": "cpu-demo", "data": "", "upload": str(secret)}, "cannot set data, upload"),
+            ({"preset": "cpu-demo", "hf_name": "x"}, "cannot set hf_name"),
+            ({}, "names no preset"), ({"preset": 3}, "names no preset")):
+        call(page.session, appmod._train_start, cl.Action(name="train_start", payload=payload))
+        assert message in page.errors()[-1]
+    assert not (wb.runs_dir / "uploads").exists()
     call(page.session, appmod._use_model, cl.Action(name="use_model", payload={"spec": "/etc"}))
     assert "unknown model '/etc'" in page.errors()[-1]
     assert wb.jobs.current() is None

@@ -241,7 +241,8 @@ def test_training_choices(wb):
     (dict(preset="cpu-demo", hf_name="ok", max_steps=0), "max_steps must be between 1"),
     (dict(preset="cpu-demo", hf_name="ok", lr="fast"), "lr must be a number"),
     (dict(preset="cpu-demo", hf_name="ok", optimizer="sgd"), "unknown training option"),
-    (dict(preset="cpu-demo", upload="/nonexistent/file.txt"), "upload it again"),
+    (dict(preset="cpu-demo", upload="/nonexistent/file.txt", upload_root="/nonexistent"),
+     "upload it again"),
 ])
 def test_start_training_rejects_bad_input(wb, kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
@@ -253,16 +254,36 @@ def test_upload_checks(wb, tmp_path):
     pdf = tmp_path / "paper.pdf"
     pdf.write_bytes(b"%PDF")
     with pytest.raises(ValueError, match="upload a text file"):
-        wb.start_training("cpu-demo", upload=str(pdf))
+        wb.start_training("cpu-demo", upload=str(pdf), upload_root=tmp_path)
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     with pytest.raises(ValueError, match="is empty"):
-        wb.start_training("cpu-demo", upload=str(empty))
+        wb.start_training("cpu-demo", upload=str(empty), upload_root=tmp_path)
     good = tmp_path / "my data!.txt"
     good.write_text("hello world\n" * 10)
-    stored = wb._training_data(None, str(good), None)
+    stored = wb._training_data(None, str(good), None, upload_root=tmp_path)
     assert stored.startswith(str(wb.runs_dir / "uploads" / "my_data_-"))
     assert open(stored).read() == good.read_text()
+
+
+def test_upload_only_from_the_upload_folder(wb, tmp_path):
+    """A client cannot make the server copy (and train on) a file it names by path: uploads are
+    taken only from the folder the trusted front end says its upload widget writes to."""
+    secret = tmp_path / "secret" / "notes.md"
+    secret.parent.mkdir()
+    secret.write_text("private\n" * 10)
+    uploads = tmp_path / "uploads-widget"
+    uploads.mkdir()
+    (uploads / "escape.md").symlink_to(secret)
+    for kwargs in (dict(upload=str(secret)), dict(upload=str(secret), upload_root=uploads),
+                   dict(upload=str(uploads / ".." / "secret" / "notes.md"), upload_root=uploads),
+                   dict(upload=str(uploads / "escape.md"), upload_root=uploads)):
+        with pytest.raises(ValueError, match="upload box"):
+            wb.start_training("cpu-demo", **kwargs)
+    assert not list((wb.runs_dir / "uploads").glob("notes-*"))
+    for bad in (dict(preset=["cpu-demo"], hf_name="x"), dict(preset="cpu-demo", data={"a": 1})):
+        with pytest.raises(ValueError):
+            wb.start_training(**bad)
 
 
 def test_training_refused_on_an_exposed_server(tmp_path, monkeypatch):
