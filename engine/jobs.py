@@ -38,6 +38,11 @@ from .models import ROOT, RUNS_DIR
 from .train import TrainConfig, check_run_dir, read_metrics, resolve_config
 
 ACTIVE = ("starting", "running", "stopping")
+POINTER = "current-job.json"
+LOCK = ".jobs.lock"
+# Names in a runs directory that belong to the job runner (and the UIs' copied uploads): a run
+# with one of these names would clobber them.
+RESERVED = frozenset({POINTER, LOCK, "uploads"})
 _children: dict[int, subprocess.Popen] = {}  # processes started by this process, to reap them
 
 
@@ -233,7 +238,11 @@ class JobManager:
         if not isinstance(out, str) or not out.strip():
             raise JobError("no run name given: pass out='name' (a folder under the runs directory)")
         path = Path(out.strip()).expanduser()
-        return path if path.is_absolute() else self.runs_dir / path
+        path = path if path.is_absolute() else self.runs_dir / path
+        if path.name in RESERVED and path.parent.resolve() == self.runs_dir.resolve():
+            raise JobError(f"run name {path.name!r} is reserved for the job runner's own files "
+                           "in the runs folder; choose another name")
+        return path
 
     def validate(self, options: dict, preset: str | None = None, resume: bool = False,
                  force: bool = False) -> TrainConfig:
@@ -261,7 +270,7 @@ class JobManager:
 
     def current(self) -> Job | None:
         """The running job, else the last one started from this runs directory, else None."""
-        pointer = _read_json(self.runs_dir / "current-job.json")
+        pointer = _read_json(self.runs_dir / POINTER)
         run_dir = pointer.get("run_dir")
         if not run_dir or not Path(run_dir).is_dir():
             return None
@@ -310,11 +319,19 @@ class JobManager:
             finally:
                 log.close()
             _children[proc.pid] = proc
-            atomic_write_json(run / "job.json", {
-                "pid": proc.pid, "state": "starting", "argv": argv, "preset": preset,
-                "options": given, "resume": resume, "started": time.time(), "ended": None,
-                "returncode": None, "max_steps": cfg.max_steps})
-            atomic_write_json(self.runs_dir / "current-job.json", {"run_dir": str(run)})
+            try:
+                atomic_write_json(run / "job.json", {
+                    "pid": proc.pid, "state": "starting", "argv": argv, "preset": preset,
+                    "options": given, "resume": resume, "started": time.time(), "ended": None,
+                    "returncode": None, "max_steps": cfg.max_steps})
+                atomic_write_json(self.runs_dir / POINTER, {"run_dir": str(run)})
+            except BaseException:
+                # A job nobody can find would break one-job-at-a-time: end it before giving up.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                _children.pop(proc.pid, None)
+                raise
             return Job(run)
 
     def resume(self, out: str, **changes) -> Job:
@@ -330,7 +347,7 @@ class JobManager:
     def _lock(self):
         import fcntl
 
-        with open(self.runs_dir / ".jobs.lock", "w") as f:
+        with open(self.runs_dir / LOCK, "w") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 yield

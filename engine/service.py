@@ -487,9 +487,10 @@ class Workbench:
                 raise ValueError(f"{name} must be between {lo:g} and {hi:g}, got {value:g}")
             opts[name] = value
         name = (run_name or "").strip() or f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if not _RUN_NAME.fullmatch(name) or name == "uploads":
+        if not _RUN_NAME.fullmatch(name):
             raise ValueError(f"run name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
                              "starting with a letter or digit")
+        self.jobs.run_path(name)  # refuses the job runner's own file names, before any copying
         if init_from:
             opts["init_from"] = self.resolve(init_from)
         opts["data"] = self._training_data(data, upload, hf_name, upload_root)

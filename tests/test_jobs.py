@@ -151,3 +151,34 @@ def test_reattach_after_the_ui_process_is_gone(tmp_path):
         assert not Job(job.run_dir).running()
     finally:
         job.kill()
+
+
+@pytest.mark.parametrize("name", ["current-job.json", ".jobs.lock", "uploads"])
+def test_run_names_of_the_runners_own_files_are_refused(tmp_path, name):
+    jobs = JobManager(tmp_path / "runs")
+    with pytest.raises(JobError, match=f"run name '{name}' is reserved"):
+        jobs.start(options(tmp_path, out=name), preset="cpu-demo")
+    with pytest.raises(JobError, match="is reserved"):
+        jobs.start(options(tmp_path, out=str(tmp_path / "runs" / name)), preset="cpu-demo")
+    assert not (tmp_path / "runs" / name).is_dir() and jobs.current() is None
+
+
+def test_a_job_that_cannot_be_recorded_is_ended(tmp_path, monkeypatch):
+    """If writing the job's files fails after the child was spawned, the child is killed: an
+    untracked job would run on while another one could be started."""
+    import engine.jobs as jobs_module
+
+    real = jobs_module.atomic_write_json
+
+    def failing(path, data):
+        if Path(path).name == "current-job.json":
+            raise OSError("disk full")
+        return real(path, data)
+
+    monkeypatch.setattr(jobs_module, "atomic_write_json", failing)
+    jobs = JobManager(tmp_path / "runs")
+    with pytest.raises(OSError, match="disk full"):
+        jobs.start(options(tmp_path), preset="cpu-demo")
+    pid = json.loads((tmp_path / "runs" / "demo" / "job.json").read_text())["pid"]
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

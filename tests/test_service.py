@@ -238,6 +238,8 @@ def test_training_choices(wb):
     (dict(preset="cpu-demo", hf_name="../secrets"), "is not a Hugging Face dataset name"),
     (dict(preset="cpu-demo", hf_name="data"), "is not a Hugging Face dataset name"),
     (dict(preset="cpu-demo", hf_name="ok", run_name="../escape"), "run name '../escape'"),
+    (dict(preset="cpu-demo", hf_name="ok", run_name="current-job.json"), "is reserved"),
+    (dict(preset="cpu-demo", hf_name="ok", run_name="uploads"), "is reserved"),
     (dict(preset="cpu-demo", hf_name="ok", max_steps=0), "max_steps must be between 1"),
     (dict(preset="cpu-demo", hf_name="ok", lr="fast"), "lr must be a number"),
     (dict(preset="cpu-demo", hf_name="ok", optimizer="sgd"), "unknown training option"),
