@@ -61,6 +61,10 @@ CHAT_MODES = {"python": "Python assistant", "chat": "Free chat"}
 MODES = {**CHAT_MODES, "story": "Story"}
 
 ALLOW_TRAINING_ENV = "WORKBENCH_ALLOW_TRAINING"
+ALLOW_LARGE_MODELS_ENV = "WORKBENCH_ALLOW_LARGE_MODELS"
+# Hub models an exposed server offers by default: gpt2-large / gpt2-xl are 3 and 6 GB downloads
+# and as much memory, which any visitor could make the server fetch and hold.
+PUBLIC_HUB_MODELS = ("gpt2", "gpt2-medium")
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0/C1 controls except \t and \n
 
@@ -151,6 +155,18 @@ def is_exposed(host: str | None, share: bool = False) -> bool:
         return True  # a host name other than localhost: assume it is reachable
 
 
+def _opted_in(name: str, env) -> bool:
+    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def large_models_allowed(exposed: bool = False, environ: dict | None = None) -> bool:
+    """May visitors load gpt2-large and gpt2-xl? Yes on a local server; on one that others can
+    reach (a Space, a share link, a non-local host: the same test as training) only when its
+    owner sets WORKBENCH_ALLOW_LARGE_MODELS=1."""
+    env = os.environ if environ is None else environ
+    return _opted_in(ALLOW_LARGE_MODELS_ENV, env) or not (exposed or env.get("SPACE_ID"))
+
+
 @dataclass(frozen=True)
 class TrainingPolicy:
     allowed: bool
@@ -161,8 +177,7 @@ def training_policy(exposed: bool = False, environ: dict | None = None) -> Train
     """Training starts processes that use the machine for minutes or hours, so a server anyone
     can reach must not offer it unless its owner says so (WORKBENCH_ALLOW_TRAINING=1)."""
     env = os.environ if environ is None else environ
-    opted_in = env.get(ALLOW_TRAINING_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-    if opted_in:
+    if _opted_in(ALLOW_TRAINING_ENV, env):
         return TrainingPolicy(True, "")
     if env.get("SPACE_ID"):
         return TrainingPolicy(False, (
@@ -215,7 +230,10 @@ class Workbench:
     # -- models ------------------------------------------------------------------------------
 
     def choices(self) -> list[M.ModelChoice]:
-        return M.available_models(runs_dir=self.runs_dir, bundled_dir=self.bundled_dir)
+        found = M.available_models(runs_dir=self.runs_dir, bundled_dir=self.bundled_dir)
+        if large_models_allowed(self.exposed):
+            return found
+        return [c for c in found if c.source != "hub" or c.spec in PUBLIC_HUB_MODELS]
 
     def model_choices(self) -> list[tuple[str, str]]:
         """(label, spec) pairs in picker order: bundled, local runs (newest first), hub ids."""
@@ -249,6 +267,10 @@ class Workbench:
             if spec in (c.spec, c.label):
                 return c.spec
         names = ", ".join(c.label for c in choices)
+        if spec in M.HUB_MODELS:
+            raise ValueError(f"{spec} is not offered on this server (a download of several GB "
+                             f"that any visitor could start); its owner can allow it with "
+                             f"{ALLOW_LARGE_MODELS_ENV}=1. Choose one of: {names}")
         raise ValueError(f"unknown model {spec!r}; choose one of: {names}")
 
     def load(self, spec: str):
@@ -642,5 +664,5 @@ def configure(**kwargs) -> Workbench:
 
 
 __all__ = ["Workbench", "get", "configure", "clean_text", "clean_history", "sampling_params",
-           "training_policy", "TrainingPolicy", "is_exposed", "token_label", "LIMITS",
+           "training_policy", "TrainingPolicy", "is_exposed", "large_models_allowed", "token_label", "LIMITS",
            "SAMPLING_DEFAULTS", "MODES", "CHAT_MODES", "MAX_INPUT_CHARS", "ModelLoadError"]

@@ -299,6 +299,22 @@ def test_training_refused_on_an_exposed_server(tmp_path, monkeypatch):
     assert not (tmp_path / "runs").exists()
 
 
+def test_large_hub_models_only_on_a_local_server_or_by_opt_in(tmp_path, monkeypatch):
+    monkeypatch.delenv(S.ALLOW_LARGE_MODELS_ENV, raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    hub = lambda w: [spec for _label, spec in w.model_choices() if spec.startswith("gpt2")]
+    local = make_workbench(tmp_path / "local")
+    assert hub(local) == ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"]
+    public = make_workbench(tmp_path / "public", exposed=True)
+    assert hub(public) == ["gpt2", "gpt2-medium"]
+    with pytest.raises(ValueError, match=f"gpt2-xl is not offered.*{S.ALLOW_LARGE_MODELS_ENV}=1"):
+        public.load("gpt2-xl")
+    monkeypatch.setenv("SPACE_ID", "someone/workbench")
+    assert hub(local) == ["gpt2", "gpt2-medium"]
+    monkeypatch.setenv(S.ALLOW_LARGE_MODELS_ENV, "1")
+    assert hub(public) == ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"]
+
+
 def test_process_wide_workbench(tmp_path):
     first = S.configure(runs_dir=tmp_path / "runs")
     assert S.get() is first and first.runs_dir == tmp_path / "runs"
