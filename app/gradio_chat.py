@@ -51,14 +51,10 @@ COPY_JS = """(history) => {
 
 
 def display(history: list) -> list:
-    """The chatbot's copy of the raw history: content escaped, notes kept as notes."""
-    out = []
-    for msg in history or []:
-        shown = {"role": msg["role"], "content": show_text(msg.get("content") or "")}
-        if msg.get("metadata"):
-            shown["metadata"] = dict(msg["metadata"])
-        out.append(shown)
-    return out
+    """The chatbot's copy of the raw history: content escaped, notes kept as notes. The history
+    is checked first (service.clean_history), whatever form it came in."""
+    return [{**msg, "content": show_text(msg["content"])}
+            for msg in service.clean_history(history, keep_notes=True)]
 
 
 def _copy(history: list) -> list:
@@ -85,14 +81,13 @@ def _idle(value: str | None = None):
 def respond(wb: service.Workbench, message, history, mode_label, model,
                        temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed):
     """Stream one answer. Yields (chatbot, raw history, textbox, stats) as the model writes."""
-    before = list(history or [])
+    before = service.clean_history(history, keep_notes=True)  # checked: the only copy used
     mode = MODE_LABELS.get(mode_label, mode_label)
     if mode not in service.CHAT_MODES:
         raise ValueError(f"unknown chat mode {mode_label!r}; choose one of: "
                          f"{', '.join(MODE_LABELS)}")
     params = params_from(temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed)
     message = service.clean_text(message, "message")
-    service.clean_history(before)
     history = before + [{"role": "user", "content": message}]
     yield display(history), _copy(history), _busy(), ""  # show the question at once
     cancel = threading.Event()
@@ -127,7 +122,7 @@ def respond(wb: service.Workbench, message, history, mode_label, model,
 def retry(wb, history, mode_label, model,
                        temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed):
     """Drop the last answer and ask the last question again."""
-    history = list(history or [])
+    history = service.clean_history(history, keep_notes=True)
     while history and history[-1]["role"] == "assistant":
         history.pop()
     if not history:
@@ -139,7 +134,7 @@ def retry(wb, history, mode_label, model,
 
 def undo(history):
     """Remove the last question and its answer; put the question back in the textbox."""
-    history = list(history or [])
+    history = service.clean_history(history, keep_notes=True)
     while history and history[-1]["role"] == "assistant":
         history.pop()
     message = history.pop()["content"] if history else ""
@@ -199,4 +194,4 @@ def build(demo: gr.Blocks, wb: service.Workbench, controls: Controls) -> None:
     mode.change(change_mode, mode, chatbot, api_visibility="undocumented", queue=False)
     copy_btn.click(None, state, None, js=COPY_JS, api_visibility="undocumented", queue=False)
     # A page reload: show the conversation the browser kept.
-    demo.load(display, state, chatbot, api_visibility="undocumented", queue=False)
+    demo.load(guard(display), state, chatbot, api_visibility="undocumented", queue=False)

@@ -615,11 +615,13 @@ def _inside(path: Path, root: str | Path) -> bool:
         return False
 
 
-def clean_history(history) -> list[dict]:
+def clean_history(history, keep_notes: bool = False) -> list[dict]:
     """A chat history from a client, checked: a list of {"role", "content"} with text content.
     Gradio's message dicts may carry extra keys (metadata, options) and content as a list of
     {"type": "text", "text": ...} parts; both are accepted. Notes shown in the UI (messages
-    whose metadata has a title, such as a refusal's reason) are not part of the conversation."""
+    whose metadata has a title, such as a refusal's reason) are not part of the conversation:
+    they are dropped, or with keep_notes (a UI's own copy) kept as {"role", "content",
+    "metadata": {"title"}}."""
     if history is None:
         return []
     if not isinstance(history, list):
@@ -629,7 +631,9 @@ def clean_history(history) -> list[dict]:
         if not isinstance(msg, dict) or msg.get("role") not in ("user", "assistant"):
             raise ValueError(f"chat history message {i} must be a dict with role 'user' or "
                              "'assistant' and text content")
-        if (msg.get("metadata") or {}).get("title"):
+        metadata = msg.get("metadata")
+        title = metadata.get("title") if isinstance(metadata, dict) else None
+        if title and not keep_notes:
             continue
         content = msg.get("content")
         if isinstance(content, list):
@@ -637,8 +641,11 @@ def clean_history(history) -> list[dict]:
                               if isinstance(p, dict) and p.get("type") == "text")
         if not isinstance(content, str):
             raise ValueError(f"chat history message {i} has no text content")
-        turns.append({"role": msg["role"],
-                      "content": clean_text(content, "chat history message", allow_empty=True)})
+        turn = {"role": msg["role"],
+                "content": clean_text(content, "chat history message", allow_empty=True)}
+        if title:
+            turn["metadata"] = {"title": clean_text(str(title), "note title", allow_empty=True)}
+        turns.append(turn)
     return turns
 
 

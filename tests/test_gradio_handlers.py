@@ -103,6 +103,29 @@ def test_display_escapes_and_keeps_notes():
     assert shown[1]["metadata"] == {"title": "t"}
 
 
+def test_chat_uses_the_checked_history(wb):
+    """A history from a client in Gradio's other message form (content as a list of parts) is
+    shown and continued; one with a message missing its role gets a clear message, not a crash."""
+    parts = [{"role": "user", "content": [{"type": "text", "text": "Hi <b>"}]},
+             {"role": "assistant", "content": [{"type": "text", "text": "Hello"}],
+              "options": []}]
+    assert chat.display(parts) == [{"role": "user", "content": "Hi &lt;b&gt;"},
+                                   {"role": "assistant", "content": "Hello"}]
+    display, state, _, _ = run(chat.respond(wb, "And then?", parts, "Free chat",
+                                            wb.default_model(), *FAST))[-1]
+    assert [m["content"] for m in state[:3]] == ["Hi <b>", "Hello", "And then?"]
+    assert display[0]["content"] == "Hi &lt;b&gt;"
+    _, undone, textbox = chat.undo(parts)
+    assert undone == [] and textbox["value"] == "Hi <b>"
+    broken = [{"content": "no role"}]
+    for call in (lambda: run(chat.respond(wb, "hi", broken, "Free chat", wb.default_model(),
+                                          *FAST)),
+                 lambda: run(chat.retry(wb, broken, "Free chat", wb.default_model(), *FAST)),
+                 lambda: chat.undo(broken), lambda: chat.display(broken)):
+        with pytest.raises(ValueError, match="chat history message 0 must be a dict with role"):
+            call()
+
+
 def test_story_and_explorer(wb):
     model = wb.default_model("story")
     outs = run(story.write(wb, "Once upon a time", model, *FAST))
