@@ -226,6 +226,7 @@ class Workbench:
         self._jobs = None
         self._jobs_lock = threading.Lock()
         self._latest: dict[str, int | None] = {}  # run dir -> newest checkpoint step seen
+        self._progress: dict[str, dict] = {}  # run dir -> what was read of its metrics.jsonl
 
     # -- models ------------------------------------------------------------------------------
 
@@ -565,18 +566,45 @@ class Workbench:
         if job is None:
             return {"state": "idle", "run": None, "curve": [], "samples": []}
         status = job.status()
-        events = job.metrics()
-        curve = [{"step": e["step"], "loss": e["loss"], "split": "train"}
-                 for e in events if e.get("type") == "train" and "loss" in e]
-        curve += [{"step": e["step"], "loss": e["val_loss"], "split": "validation"}
-                  for e in events if e.get("type") == "eval" and e.get("val_loss") is not None]
-        samples = [{"step": e.get("step"), "prompt": e.get("prompt", ""), "text": e.get("text", "")}
-                   for e in events if e.get("type") == "sample"]
-        status.update(run=job.run_dir.name, curve=curve, samples=samples[-5:])
+        train, val, samples = self._read_progress(job)
+        curve = [{"step": s, "loss": l, "split": "train"} for s, l in thin(train, MAX_CURVE_POINTS)]
+        curve += [{"step": s, "loss": l, "split": "validation"} for s, l in val]
+        status.update(run=job.run_dir.name, curve=curve, samples=list(samples))
         if status["state"] == "failed":
             status["log"] = job.log_tail(15)
         self._forget_stale(job.run_dir)
         return status
+
+    def _read_progress(self, job) -> tuple[list, list, list]:
+        """(train points, validation points, last samples) of a run's metrics.jsonl, read from
+        where the previous poll stopped (each browser tab polls every second). A rewritten file
+        (a resume drops the events after its checkpoint) is read again from the start."""
+        from collections import deque
+
+        path = job.run_dir / "metrics.jsonl"
+        try:
+            st = path.stat()
+            identity, size = (st.st_ino, st.st_dev), st.st_size
+        except OSError:
+            identity, size = None, 0
+        key = str(job.run_dir)
+        with self._jobs_lock:
+            seen = self._progress.get(key)
+            if seen is None or seen["identity"] != identity or seen["offset"] > size:
+                seen = {"identity": identity, "offset": 0, "train": [], "val": [],
+                        "samples": deque(maxlen=5)}
+                self._progress[key] = seen
+            events, seen["offset"] = job.events(seen["offset"])
+            for e in events:
+                kind = e.get("type")
+                if kind == "train" and "loss" in e:
+                    seen["train"].append((e["step"], e["loss"]))
+                elif kind == "eval" and e.get("val_loss") is not None:
+                    seen["val"].append((e["step"], e["val_loss"]))
+                elif kind == "sample":
+                    seen["samples"].append({"step": e.get("step"), "prompt": e.get("prompt", ""),
+                                            "text": e.get("text", "")})
+            return list(seen["train"]), list(seen["val"]), list(seen["samples"])
 
     def _forget_stale(self, run_dir: Path) -> None:
         """A run that saved a newer checkpoint: drop the cached older one."""
@@ -605,6 +633,19 @@ UPLOAD_SUFFIXES = (".txt", ".md", ".jsonl", ".json")
 MAX_UPLOAD_BYTES = 200_000_000
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HF_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?(:[\w.-]+)?")
+
+
+MAX_CURVE_POINTS = 500  # training-loss points sent to a UI per poll (a long run logs 100,000s)
+
+
+def thin(points: list, limit: int) -> list:
+    """At most `limit` of the points, evenly spread, the first and the last always kept."""
+    if len(points) <= limit:
+        return list(points)
+    if limit < 2:
+        return list(points[-limit:]) if limit else []
+    last = len(points) - 1
+    return [points[round(i * last / (limit - 1))] for i in range(limit)]
 
 
 def _inside(path: Path, root: str | Path) -> bool:

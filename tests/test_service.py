@@ -288,6 +288,53 @@ def test_upload_only_from_the_upload_folder(wb, tmp_path):
             wb.start_training(**bad)
 
 
+def test_training_status_thins_the_curve_and_reads_only_new_events(tmp_path, monkeypatch):
+    import json
+
+    from engine.fileio import atomic_write_json, atomic_write_text
+
+    w = make_workbench(tmp_path)
+    run = w.runs_dir / "long"
+    run.mkdir(parents=True)
+    atomic_write_json(run / "job.json", {"state": "finished", "pid": None, "max_steps": 5000})
+    atomic_write_json(w.runs_dir / "current-job.json", {"run_dir": str(run)})
+    lines = [{"type": "start", "step": 0, "max_steps": 5000}]
+    for step in range(1, 5001):
+        lines.append({"type": "train", "step": step, "loss": 10 - step / 1000, "time": step})
+        if step % 1000 == 0:
+            lines.append({"type": "eval", "step": step, "val_loss": 9 - step / 1000})
+            lines.append({"type": "sample", "step": step, "prompt": "A", "text": f"s{step}"})
+    write = lambda events: "".join(json.dumps(e) + "\n" for e in events)
+    (run / "metrics.jsonl").write_text(write(lines))
+    st = w.training_status()
+    train = [p for p in st["curve"] if p["split"] == "train"]
+    val = [p for p in st["curve"] if p["split"] == "validation"]
+    assert len(train) == S.MAX_CURVE_POINTS and len(st["curve"]) <= S.MAX_CURVE_POINTS + 5
+    assert train[0]["step"] == 1 and train[-1]["step"] == 5000
+    assert [p["step"] for p in val] == [1000, 2000, 3000, 4000, 5000]
+    assert [x["text"] for x in st["samples"]] == ["s1000", "s2000", "s3000", "s4000", "s5000"]
+    # The next poll reads only what was appended since.
+    from engine.jobs import Job
+
+    offsets, real = [], Job.events
+    monkeypatch.setattr(Job, "events", lambda job, since=0: offsets.append(since) or real(job, since))
+    size = (run / "metrics.jsonl").stat().st_size
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(write([{"type": "eval", "step": 5001, "val_loss": 1.5}]))
+    st = w.training_status()
+    assert st["curve"][-1] == {"step": 5001, "loss": 1.5, "split": "validation"}
+    assert offsets == [size]
+    # A resume rewrites the file: it is read again from the start.
+    atomic_write_text(run / "metrics.jsonl", write(lines[:11]))
+    st = w.training_status()
+    assert [p["step"] for p in st["curve"]] == list(range(1, 11)) and st["samples"] == []
+
+
+def test_thin_keeps_first_and_last():
+    assert S.thin(list(range(10)), 20) == list(range(10))
+    assert S.thin(list(range(1001)), 5) == [0, 250, 500, 750, 1000]
+
+
 def test_training_refused_on_an_exposed_server(tmp_path, monkeypatch):
     monkeypatch.delenv(S.ALLOW_TRAINING_ENV, raising=False)
     public = make_workbench(tmp_path, exposed=True)
