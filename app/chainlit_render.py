@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from engine.service import notice_summary
+
 
 async def stream_into(msg, reply, interval: float = 0.05) -> str:
     """Stream the reply's text deltas into msg; returns the model's raw text.
@@ -50,10 +52,7 @@ def reply_footer(reply, mode: str) -> str:
     stats = reply.stats
     if stats is None:
         return ""
-    counts: dict[str, int] = {}
-    for notice in stats.notices:  # a long reply re-fills a small window many times: say it once
-        counts[notice] = counts.get(notice, 0) + 1
-    lines = [f"_{n}_" + (f" _({k} times)_" if k > 1 else "") for n, k in counts.items()]
+    lines = [f"_{md_text(n)}_" for n in notice_summary(stats.notices)]
     if mode == "story" or stats.finish_reason == "length":
         n = stats.new_tokens
         tail = f"{n} token{'' if n == 1 else 's'} · {stats.tokens_per_s:.0f} tokens/s"

@@ -19,6 +19,7 @@ from chainlit.session import WebsocketSession
 
 from engine.errors import USER_ERRORS
 from engine.jobs import ACTIVE, JobError
+from engine.service import progress_parts
 
 from .chainlit_widgets import TrainCommand, settings_widgets
 
@@ -358,28 +359,10 @@ def percent(s: dict) -> int:
 
 
 def progress_line(s: dict) -> str:
-    """"Step 120/300 · loss 3.124 · validation 3.301 · 5,400 tokens/s · 42 s left"."""
+    """"Step 120/300 · loss 3.124 · validation loss 3.301 · 5,400 tokens/s · ETA 42 s"."""
     if s["state"] == "starting" or (not s.get("step") and s.get("loss") is None):
         return "Preparing the data and the model…"
-    parts = [f"Step {s.get('step', 0)}/{s.get('max_steps') or '?'}"]
-    if s.get("loss") is not None:
-        parts.append(f"loss {s['loss']:.3f}")
-    if s.get("val_loss") is not None:
-        parts.append(f"validation {s['val_loss']:.3f}")
-    if s.get("tokens_per_s"):
-        parts.append(f"{s['tokens_per_s']:,.0f} tokens/s")
-    if s.get("eta_s") is not None:
-        parts.append(f"{duration(s['eta_s'])} left")
-    return " · ".join(parts)
-
-
-def duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return " · ".join(progress_parts(s))
 
 
 def clip(text: str, lines: int = 12, chars: int = 600) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import chainlit as cl
 from chainlit.input_widget import Select, Slider, TextInput
 
-from engine.service import LIMITS, MODES, SAMPLING_DEFAULTS
+from engine.service import LIMITS, MODES, SAMPLING_DEFAULTS, SAMPLING_FIELDS, SAMPLING_LABELS
 
 # Engine mode -> (one-line description, starters as (label, message, icon)). The profile names
 # are the engine's names for the modes (service.MODES), the same as the Gradio app's.
@@ -67,9 +67,6 @@ def mode_of(profile: str | None) -> str:
 # ---------------------------------------------------------------------------------------------
 # Settings panel. Values arrive as the widgets' raw values; the engine validates them.
 
-SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "repetition_penalty", "max_new_tokens", "seed")
-_LABELS = {"temperature": "Temperature", "top_k": "Top-k", "top_p": "Top-p",
-           "repetition_penalty": "Repetition penalty", "max_new_tokens": "Max new tokens"}
 
 
 def settings_widgets(choices: list[tuple[str, str]], values: dict) -> list:
@@ -89,12 +86,14 @@ def settings_widgets(choices: list[tuple[str, str]], values: dict) -> list:
                       description="Bundled models, your finished training runs, and GPT-2 from "
                                   "the Hugging Face hub (hub models need the network the first "
                                   "time).")]
-    for name, label in _LABELS.items():
+    for name in SAMPLING_FIELDS:
+        if name == "seed":
+            continue  # a text box below: empty means a fresh draw
         lo, hi, step, _default, help_text = LIMITS[name]
-        widgets.append(Slider(id=name, label=label, initial=v[name], min=lo, max=hi, step=step,
+        widgets.append(Slider(id=name, label=SAMPLING_LABELS[name], initial=v[name], min=lo, max=hi, step=step,
                               description=help_text))
     seed = v.get("seed")
-    widgets.append(TextInput(id="seed", label="Seed", initial="" if seed is None else str(seed),
+    widgets.append(TextInput(id="seed", label=SAMPLING_LABELS["seed"], initial="" if seed is None else str(seed),
                              placeholder="random", description=LIMITS["seed"][4]))
     return widgets
 

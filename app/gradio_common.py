@@ -23,7 +23,7 @@ from engine.errors import USER_ERRORS
 
 log = logging.getLogger("app.gradio")
 
-SAMPLING_NAMES = ("temperature", "top_k", "top_p", "repetition_penalty", "max_new_tokens", "seed")
+SAMPLING_NAMES = service.SAMPLING_FIELDS
 
 
 def _as_gr_error(e: BaseException) -> gr.Error:
@@ -98,10 +98,7 @@ def stats_line(stats, extra: str = "") -> str:
     if stats.finish_reason:
         parts.append(f"ended: {reasons.get(stats.finish_reason, stats.finish_reason)}")
     line = " · ".join(parts)
-    counts: dict[str, int] = {}
-    for n in stats.notices:  # the same notice repeats each time the window fills
-        counts[n] = counts.get(n, 0) + 1
-    notes = [show_text(n) + (f" (×{k})" if k > 1 else "") for n, k in counts.items()]
+    notes = [show_text(n) for n in service.notice_summary(stats.notices)]
     return "  \n".join([line + (f" · {extra}" if extra else "")] + [f"*{n}*" for n in notes])
 
 
@@ -128,9 +125,7 @@ def params_from(temperature, top_k, top_p, repetition_penalty, max_new_tokens, s
 def sampling_components() -> list:
     """The sampling sliders, ranges and help text from engine.service.LIMITS."""
     comps = []
-    labels = {"temperature": "Temperature", "top_k": "Top-k", "top_p": "Top-p",
-              "repetition_penalty": "Repetition penalty", "max_new_tokens": "Max new tokens",
-              "seed": "Seed"}
+    labels = service.SAMPLING_LABELS
     for name in SAMPLING_NAMES:
         lo, hi, step, default, help_ = service.LIMITS[name]
         if name == "seed":

@@ -27,35 +27,13 @@ STATE_WORDS = {"starting": "starting", "running": "running", "stopping": "stoppi
 ACTIVE = ("starting", "running", "stopping")
 
 
-def _duration(seconds) -> str:
-    if seconds is None:
-        return "–"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 def status_markdown(st: dict) -> str:
     """The status line(s) of a job, as Markdown (every value from files is escaped)."""
     if st["state"] == "idle":
         return "No training job yet. Choose a preset and data, then press **Start training**."
     run = show_text(st.get("run") or "")
     state = STATE_WORDS.get(st["state"], show_text(str(st["state"])))
-    parts = [f"**{run}**: {state}"]
-    if st.get("max_steps"):
-        parts.append(f"step {st.get('step', 0):,} / {st['max_steps']:,}")
-    if st.get("loss") is not None:
-        parts.append(f"loss {st['loss']:.4f}")
-    if st.get("val_loss") is not None:
-        parts.append(f"validation loss {st['val_loss']:.4f}")
-    if st.get("tokens_per_s"):
-        parts.append(f"{st['tokens_per_s']:,.0f} tokens/s")
-    if st["state"] in ACTIVE:
-        parts.append(f"ETA {_duration(st.get('eta_s'))}")
-    elif st.get("elapsed_s"):
-        parts.append(f"took {_duration(st.get('elapsed_s'))}")
-    text = " · ".join(parts)
+    text = " · ".join([f"**{run}**: {state}", *service.progress_parts(st)])
     if st["state"] == "failed":
         text += f"\n\n**Error:** {show_text(st.get('error') or 'unknown')}"
     if st["state"] in ("finished", "stopped"):

@@ -56,6 +56,10 @@ LIMITS: dict[str, tuple[float, float, float, float | None, str]] = {
     "seed": (0, 2**31 - 1, 1, None, "Same seed, same text; empty or -1 for a new draw each time."),
 }
 SAMPLING_DEFAULTS = {name: spec[3] for name, spec in LIMITS.items()}
+SAMPLING_FIELDS = tuple(LIMITS)  # the order both UIs show the controls in
+SAMPLING_LABELS = {"temperature": "Temperature", "top_k": "Top-k", "top_p": "Top-p",
+                   "repetition_penalty": "Repetition penalty", "max_new_tokens": "Max new tokens",
+                   "seed": "Seed"}
 
 CHAT_MODES = {"python": "Python assistant", "chat": "Free chat"}
 MODES = {**CHAT_MODES, "story": "Story"}
@@ -190,6 +194,51 @@ def training_policy(exposed: bool = False, environ: dict | None = None) -> Train
             f"(a share link or a non-local host). Start it with {ALLOW_TRAINING_ENV}=1 to allow "
             "anyone who can open the page to start training jobs."))
     return TrainingPolicy(True, "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Words for both UIs (the same figures read the same in each).
+
+
+def format_duration(seconds) -> str:
+    """'42 s', '1 min 05 s', '1 h 02 min'; '–' when not known."""
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def progress_parts(st: dict) -> list[str]:
+    """A training status (training_status()) as short phrases: ["Step 120/300", "loss 3.124",
+    "validation loss 3.301", "5,400 tokens/s", "ETA 42 s"] (or "took 2 min 05 s" once ended).
+    Numbers only; a UI adds the run's name and state in its own markup."""
+    parts = []
+    if st.get("max_steps"):
+        parts.append(f"Step {st.get('step') or 0:,}/{st['max_steps']:,}")
+    if st.get("loss") is not None:
+        parts.append(f"loss {st['loss']:.3f}")
+    if st.get("val_loss") is not None:
+        parts.append(f"validation loss {st['val_loss']:.3f}")
+    if st.get("tokens_per_s"):
+        parts.append(f"{st['tokens_per_s']:,.0f} tokens/s")
+    if st.get("state") in ("starting", "running", "stopping"):
+        parts.append(f"ETA {format_duration(st.get('eta_s'))}")
+    elif st.get("elapsed_s"):
+        parts.append(f"took {format_duration(st['elapsed_s'])}")
+    return parts
+
+
+def notice_summary(notices) -> list[str]:
+    """Each distinct generation notice once, in order, with "(3 times)" when it repeated (a long
+    reply re-fills a small context window many times). Plain text; a UI escapes it."""
+    counts: dict[str, int] = {}
+    for n in notices or ():
+        counts[n] = counts.get(n, 0) + 1
+    return [n + (f" ({k} times)" if k > 1 else "") for n, k in counts.items()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -713,4 +762,5 @@ def configure(**kwargs) -> Workbench:
 
 __all__ = ["Workbench", "get", "configure", "clean_text", "clean_history", "sampling_params",
            "training_policy", "TrainingPolicy", "is_exposed", "large_models_allowed", "token_label", "LIMITS",
-           "SAMPLING_DEFAULTS", "MODES", "CHAT_MODES", "MAX_INPUT_CHARS", "ModelLoadError"]
+           "SAMPLING_DEFAULTS", "SAMPLING_FIELDS", "SAMPLING_LABELS", "format_duration",
+           "progress_parts", "notice_summary", "MODES", "CHAT_MODES", "MAX_INPUT_CHARS", "ModelLoadError"]

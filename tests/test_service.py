@@ -330,6 +330,18 @@ def test_training_status_thins_the_curve_and_reads_only_new_events(tmp_path, mon
     assert [p["step"] for p in st["curve"]] == list(range(1, 11)) and st["samples"] == []
 
 
+def test_words_both_uis_show():
+    assert [S.format_duration(x) for x in (None, 5, 61, 3725)] == [
+        "–", "5 s", "1 min 01 s", "1 h 02 min"]
+    st = {"state": "running", "step": 1200, "max_steps": 3000, "loss": 3.12345, "val_loss": 3.3,
+          "tokens_per_s": 5400.4, "eta_s": 42.4}
+    assert S.progress_parts(st) == ["Step 1,200/3,000", "loss 3.123", "validation loss 3.300",
+                                    "5,400 tokens/s", "ETA 42 s"]
+    assert S.progress_parts({"state": "finished", "elapsed_s": 125})[-1] == "took 2 min 05 s"
+    assert S.notice_summary(["a", "b", "a", "a"]) == ["a (3 times)", "b"]
+    assert S.SAMPLING_FIELDS == tuple(S.SAMPLING_LABELS) == tuple(S.LIMITS)
+
+
 def test_thin_keeps_first_and_last():
     assert S.thin(list(range(10)), 20) == list(range(10))
     assert S.thin(list(range(1001)), 5) == [0, 250, 500, 750, 1000]
