@@ -90,10 +90,12 @@ def settings_widgets(choices: list[tuple[str, str]], values: dict) -> list:
         if name == "seed":
             continue  # a text box below: empty means a fresh draw
         lo, hi, step, _default, help_text = LIMITS[name]
-        widgets.append(Slider(id=name, label=SAMPLING_LABELS[name], initial=v[name], min=lo, max=hi, step=step,
+        widgets.append(Slider(id=name, label=SAMPLING_LABELS[name], initial=v[name], min=lo,
+                              max=hi, step=step,
                               description=help_text))
     seed = v.get("seed")
-    widgets.append(TextInput(id="seed", label=SAMPLING_LABELS["seed"], initial="" if seed is None else str(seed),
+    widgets.append(TextInput(id="seed", label=SAMPLING_LABELS["seed"],
+                             initial="" if seed is None else str(seed),
                              placeholder="random", description=LIMITS["seed"][4]))
     return widgets
 

@@ -761,6 +761,7 @@ def configure(**kwargs) -> Workbench:
 
 
 __all__ = ["Workbench", "get", "configure", "clean_text", "clean_history", "sampling_params",
-           "training_policy", "TrainingPolicy", "is_exposed", "large_models_allowed", "token_label", "LIMITS",
-           "SAMPLING_DEFAULTS", "SAMPLING_FIELDS", "SAMPLING_LABELS", "format_duration",
-           "progress_parts", "notice_summary", "MODES", "CHAT_MODES", "MAX_INPUT_CHARS", "ModelLoadError"]
+           "training_policy", "TrainingPolicy", "is_exposed", "large_models_allowed",
+           "token_label", "LIMITS", "SAMPLING_DEFAULTS", "SAMPLING_FIELDS", "SAMPLING_LABELS",
+           "format_duration", "progress_parts", "notice_summary", "MODES", "CHAT_MODES",
+           "MAX_INPUT_CHARS", "ModelLoadError"]
