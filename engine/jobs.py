@@ -128,13 +128,15 @@ class Job:
         tail = lines[-1] if lines else "no output"
         return f"the training process exited with status {returncode}: {tail}"
 
-    def status(self) -> dict:
-        """State and latest figures, for a progress display."""
+    def status(self, events: list[dict] | None = None) -> dict:
+        """State and latest figures, for a progress display. events: the run's metrics events
+        (default: all of metrics.jsonl); a poller that reads the file incrementally may pass
+        only the last "start", the last "eval" and the train events since that start."""
         info = self._settle()
         state = info.get("state", "unknown")
         if state in ("starting", "running") and (self.run_dir / "stop").exists():
             state = "stopping"
-        events = self.metrics()
+        events = self.metrics() if events is None else events
         start_idx = max((i for i, e in enumerate(events) if e.get("type") == "start"), default=-1)
         recent = events[start_idx + 1:] if start_idx >= 0 else []
         trains = [e for e in recent if e.get("type") == "train"]

@@ -614,8 +614,8 @@ class Workbench:
         job = job or self.jobs.current()
         if job is None:
             return {"state": "idle", "run": None, "curve": [], "samples": []}
-        status = job.status()
-        train, val, samples = self._read_progress(job)
+        train, val, samples, recent = self._read_progress(job)
+        status = job.status(recent)
         curve = [{"step": s, "loss": l, "split": "train"} for s, l in thin(train, MAX_CURVE_POINTS)]
         curve += [{"step": s, "loss": l, "split": "validation"} for s, l in val]
         status.update(run=job.run_dir.name, curve=curve, samples=list(samples))
@@ -624,10 +624,11 @@ class Workbench:
         self._forget_stale(job.run_dir)
         return status
 
-    def _read_progress(self, job) -> tuple[list, list, list]:
-        """(train points, validation points, last samples) of a run's metrics.jsonl, read from
-        where the previous poll stopped (each browser tab polls every second). A rewritten file
-        (a resume drops the events after its checkpoint) is read again from the start."""
+    def _read_progress(self, job) -> tuple[list, list, list, list]:
+        """(train points, validation points, last samples, the events Job.status needs) of a
+        run's metrics.jsonl, read from where the previous poll stopped (each browser tab polls
+        every second). A rewritten file (a resume drops the events after its checkpoint) is read
+        again from the start."""
         from collections import deque
 
         path = job.run_dir / "metrics.jsonl"
@@ -641,11 +642,19 @@ class Workbench:
             seen = self._progress.get(key)
             if seen is None or seen["identity"] != identity or seen["offset"] > size:
                 seen = {"identity": identity, "offset": 0, "train": [], "val": [],
-                        "samples": deque(maxlen=5)}
+                        "samples": deque(maxlen=5), "start": None, "eval": None,
+                        "since_start": deque(maxlen=20)}  # Job.status rates over 20 steps
                 self._progress[key] = seen
             events, seen["offset"] = job.events(seen["offset"])
             for e in events:
                 kind = e.get("type")
+                if kind == "start":
+                    seen["start"] = e
+                    seen["since_start"].clear()
+                elif kind == "train":
+                    seen["since_start"].append(e)
+                elif kind == "eval":
+                    seen["eval"] = e
                 if kind == "train" and "loss" in e:
                     seen["train"].append((e["step"], e["loss"]))
                 elif kind == "eval" and e.get("val_loss") is not None:
@@ -653,7 +662,9 @@ class Workbench:
                 elif kind == "sample":
                     seen["samples"].append({"step": e.get("step"), "prompt": e.get("prompt", ""),
                                             "text": e.get("text", "")})
-            return list(seen["train"]), list(seen["val"]), list(seen["samples"])
+            recent = [e for e in (seen["start"], seen["eval"]) if e is not None]
+            recent += seen["since_start"]
+            return list(seen["train"]), list(seen["val"]), list(seen["samples"]), recent
 
     def _forget_stale(self, run_dir: Path) -> None:
         """A run that saved a newer checkpoint: drop the cached older one."""

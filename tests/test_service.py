@@ -316,18 +316,28 @@ def test_training_status_thins_the_curve_and_reads_only_new_events(tmp_path, mon
     # The next poll reads only what was appended since.
     from engine.jobs import Job
 
+    full = Job(run).status()  # what reading every event gives
+    assert {k: st[k] for k in full} == full and st["step"] == 5000 and st["val_loss"] == 4.0
     offsets, real = [], Job.events
     monkeypatch.setattr(Job, "events", lambda job, since=0: offsets.append(since) or real(job, since))
+    monkeypatch.setattr(Job, "metrics", lambda job: pytest.fail("read all of metrics.jsonl"))
     size = (run / "metrics.jsonl").stat().st_size
     with open(run / "metrics.jsonl", "a") as f:
         f.write(write([{"type": "eval", "step": 5001, "val_loss": 1.5}]))
     st = w.training_status()
     assert st["curve"][-1] == {"step": 5001, "loss": 1.5, "split": "validation"}
-    assert offsets == [size]
+    assert offsets == [size] and st["val_loss"] == 1.5
+    monkeypatch.undo()
     # A resume rewrites the file: it is read again from the start.
     atomic_write_text(run / "metrics.jsonl", write(lines[:11]))
     st = w.training_status()
     assert [p["step"] for p in st["curve"]] == list(range(1, 11)) and st["samples"] == []
+    with open(run / "metrics.jsonl", "a") as f:  # a resumed run: figures since its start
+        f.write(write([{"type": "start", "step": 10, "max_steps": 20},
+                       {"type": "train", "step": 11, "loss": 2.0, "time": 11}]))
+    st = w.training_status()
+    full = Job(run).status()
+    assert {k: st[k] for k in full} == full and (st["step"], st["max_steps"]) == (11, 20)
 
 
 def test_words_both_uis_show():
