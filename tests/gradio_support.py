@@ -17,12 +17,22 @@ STORY_TEXT = ("Once upon a time there was a little cat who liked to sit in the s
               "The dog ran to the park and played with a red ball all day long.\n") * 150
 
 
-def make_checkpoints(root: Path) -> Path:
-    """checkpoints/{python,story}: random 2-layer, 32-dim GPT-2-vocabulary models."""
+# A python model slow enough (about 100 tokens/s here) that a browser test can watch a long answer
+# stream and stop it midway however quiet the machine is.
+SLOW_PYTHON = dict(n_layer=4, n_head=4, n_embd=256)
+
+
+def make_checkpoints(root: Path, python_shape: dict | None = None) -> Path:
+    """checkpoints/{python,story}: random 2-layer, 32-dim GPT-2-vocabulary models.
+
+    python_shape overrides the python model's shape: a browser test that must see an answer
+    stream and then stop it needs a model slow enough that 1024 tokens take seconds even on an
+    idle machine (the tiny one writes them in about two)."""
     tok = GPT2Tokenizer()
     for seed, name, block in ((1, "python", 128), (2, "story", 64)):
         torch.manual_seed(seed)
-        model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=block, **TINY))
+        shape = {**TINY, **(python_shape or {})} if name == "python" else TINY
+        model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=block, **shape))
         save_checkpoint(root / "checkpoints" / name, model, tok, card=f"tiny {name} test model")
     return root / "checkpoints"
 
@@ -35,10 +45,11 @@ def make_data(root: Path) -> Path:
     return root / "data"
 
 
-def make_workbench(root: Path, **kwargs):
+def make_workbench(root: Path, python_shape: dict | None = None, **kwargs):
     from engine import service
 
-    return service.Workbench(runs_dir=root / "runs", bundled_dir=make_checkpoints(root),
+    return service.Workbench(runs_dir=root / "runs",
+                             bundled_dir=make_checkpoints(root, python_shape),
                              data_dir=make_data(root), **kwargs)
 
 

@@ -19,7 +19,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from gradio_support import free_port, make_checkpoints, make_data
+from gradio_support import SLOW_PYTHON, free_port, make_checkpoints, make_data
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -30,7 +30,7 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("chainlit-e2e")
-    env = {**os.environ, "WORKBENCH_CHECKPOINTS": str(make_checkpoints(root)),
+    env = {**os.environ, "WORKBENCH_CHECKPOINTS": str(make_checkpoints(root, SLOW_PYTHON)),
            "WORKBENCH_RUNS": str(root / "runs"), "WORKBENCH_DATA": str(make_data(root)),
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("WORKBENCH_ALLOW_TRAINING", None)

@@ -27,7 +27,7 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 
-from gradio_support import make_workbench, start_server  # noqa: E402
+from gradio_support import SLOW_PYTHON, make_workbench, start_server  # noqa: E402
 
 SHOTS = os.environ.get("GRADIO_E2E_SCREENSHOTS")
 
@@ -35,7 +35,7 @@ SHOTS = os.environ.get("GRADIO_E2E_SCREENSHOTS")
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    wb = make_workbench(root)
+    wb = make_workbench(root, python_shape=SLOW_PYTHON)  # slow enough to stop midway
     demo, url = start_server(wb)
     yield wb, url
     try:
