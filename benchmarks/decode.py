@@ -32,9 +32,10 @@ import time
 
 import torch
 
+from benchmarks.common import add_common_arguments, apply_common_arguments, log
 from engine.config import preset
 from engine.generation import stream
-from engine.hub import hf_config, ours_to_hf
+from engine.hub import to_transformers
 from engine.model import GPT
 from engine.sampling import SamplingParams
 from engine.tokenizer import GPT2Tokenizer
@@ -44,20 +45,11 @@ MODELS = {"small": "small", "gpt2-124m": "gpt2"}
 PROMPT = "The old lighthouse keeper climbed the stairs one last time, and at the top he found"
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def build(name: str, seed: int = 0):
     """Our random model and transformers' GPT2LMHeadModel with the very same weights."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     torch.manual_seed(seed)
     ours = GPT(preset(MODELS[name])).eval()
-    theirs = GPT2LMHeadModel(GPT2Config(**hf_config(ours.config, 50256))).eval()
-    missing, unexpected = theirs.load_state_dict(ours_to_hf(ours), strict=False)
-    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
-    theirs.tie_weights()
+    theirs = to_transformers(ours, eot_id=50256)
     x = torch.randint(0, ours.config.vocab_size, (1, 16))
     with torch.inference_mode():
         diff = (ours(x)[0] - theirs(x).logits).abs().max().item()
@@ -119,20 +111,13 @@ def weight_bytes_per_token(model: GPT) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default="small,gpt2-124m",
-                    help=f"comma-separated, from: {', '.join(MODELS)}")
+    add_common_arguments(ap, MODELS, default="small,gpt2-124m")
     ap.add_argument("--runs", type=int, default=5, help="timed runs per side; the median is reported (default 5; use at least 5 for figures you publish)")
     ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
-    names = [n.strip() for n in args.models.split(",") if n.strip()]
-    bad = [n for n in names if n not in MODELS]
-    if bad or not names:
-        ap.error(f"unknown model(s) {', '.join(bad) or '(none)'}; choose from {', '.join(MODELS)}")
+    names = apply_common_arguments(ap, args, MODELS)
     if args.runs < 1 or args.new_tokens < 1:
         ap.error("--runs and --new-tokens must be positive")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     import transformers
 
     log(f"torch {torch.__version__}, transformers {transformers.__version__}, "

@@ -34,8 +34,9 @@ import time
 
 import torch
 
+from benchmarks.common import add_common_arguments, apply_common_arguments, log
 from engine.config import GPTConfig, preset
-from engine.hub import hf_config, ours_to_hf
+from engine.hub import to_transformers
 from engine.model import GPT
 from engine.train import TrainConfig, make_optimizer, training_module
 
@@ -44,10 +45,6 @@ MODELS = {
     "small": (preset("small"), 8, 256),  # 4 layers, 4 heads, 256 dims, GPT-2 vocabulary
     "story": (GPTConfig(vocab_size=4096, block_size=256, n_layer=4, n_head=4, n_embd=256), 16, 256),
 }
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
@@ -67,18 +64,6 @@ def flops_per_token(cfg: GPTConfig, model: GPT, T: int) -> float:
     blocks = sum(p.numel() for n, p in model.named_parameters() if n.startswith("transformer.h."))
     head = cfg.vocab_size * cfg.n_embd
     return 6 * (blocks + head) + 12 * cfg.n_layer * T * cfg.n_embd
-
-
-def make_hf(model: GPT):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    eot = model.config.vocab_size - 1
-    hf = GPT2LMHeadModel(GPT2Config(**hf_config(model.config, eot)))
-    missing, unexpected = hf.load_state_dict(ours_to_hf(model), strict=False)
-    assert not unexpected and all(k == "lm_head.weight" or k.endswith(".attn.bias") or
-                                  k.endswith(".attn.masked_bias") for k in missing), (missing, unexpected)
-    hf.tie_weights()
-    return hf
 
 
 def step_fn(model, optimizer, x, y, hf: bool, autocast):
@@ -102,7 +87,7 @@ def bench_model(name: str, runs: int, steps: int, dtype: str) -> dict:
     cfg, batch, T = MODELS[name]
     torch.manual_seed(0)
     ours = GPT(cfg).train()
-    theirs = make_hf(ours).train()
+    theirs = to_transformers(ours, eot_id=ours.config.vocab_size - 1).train()
     tcfg = TrainConfig(data="-", out="-", lr=1e-4, weight_decay=0.1)
     opt_ours = make_optimizer(ours, tcfg, torch.device("cpu"))
     opt_theirs = make_optimizer(theirs, tcfg, torch.device("cpu"))
@@ -149,21 +134,15 @@ def bench_model(name: str, runs: int, steps: int, dtype: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.train", description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="small,story", help=f"comma-separated: {', '.join(MODELS)}")
+    add_common_arguments(p, MODELS, default="small,story")
     p.add_argument("--runs", type=int, default=5, help="timed runs per side (alternating)")
     p.add_argument("--steps", type=int, default=3, help="training steps per run")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                    help="float32, or bfloat16 autocast for both sides")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = p.parse_args(argv)
-    names = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in names if m not in MODELS]
-    if unknown or not names:
-        p.error(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(MODELS)}")
+    names = apply_common_arguments(p, args, MODELS)
     if args.runs < 1 or args.steps < 1:
         p.error("--runs and --steps must be at least 1")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     dt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     peak = matmul_peak(dt)
     log(f"matmul peak ({args.dtype}, {torch.get_num_threads()} threads): {peak / 1e9:,.1f} GFLOP/s")

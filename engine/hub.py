@@ -303,6 +303,21 @@ def hf_config(config: GPTConfig, eot_id: int) -> dict:
     }
 
 
+def to_transformers(model: GPT, eot_id: int):
+    """transformers' GPT2LMHeadModel holding this model's weights, in memory (for side-by-side
+    comparisons; transformers is needed only here and in the tests)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    hf = GPT2LMHeadModel(GPT2Config(**hf_config(model.config, eot_id)))
+    missing, unexpected = hf.load_state_dict(ours_to_hf(model), strict=False)
+    # lm_head is tied below; older transformers also list the causal-mask buffers as missing.
+    stray = [k for k in missing if k != "lm_head.weight" and not k.endswith((".attn.bias", ".attn.masked_bias"))]
+    if unexpected or stray:
+        raise ValueError(f"weights do not fit GPT2LMHeadModel: missing {stray}, unexpected {unexpected}")
+    hf.tie_weights()
+    return hf.train(model.training)
+
+
 def _write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 

@@ -180,3 +180,18 @@ def test_hub_id_uses_the_cache(tmp_path, monkeypatch, hf_folder):
         (snap / f).write_bytes((path / f).read_bytes())
     ckpt = hub.load_from_hub("someone/tiny-gpt2", cache_dir=tmp_path)
     assert max_diff(ckpt.model, theirs, torch.randint(0, 50257, (1, 8))) <= 1e-4
+
+
+def test_to_transformers_holds_the_same_function(tiny_gpt2_model):
+    """The in-memory conversion the benchmarks compare against: same logits, tied head."""
+    import torch
+
+    from engine.hub import to_transformers
+
+    hf = to_transformers(tiny_gpt2_model, eot_id=50256)
+    assert not hf.training  # follows the source model's mode (eval here)
+    assert hf.lm_head.weight.data_ptr() == hf.transformer.wte.weight.data_ptr()
+    x = torch.randint(0, 50257, (2, 12))
+    with torch.inference_mode():
+        diff = (tiny_gpt2_model(x)[0] - hf(x).logits).abs().max().item()
+    assert diff <= 1e-4
