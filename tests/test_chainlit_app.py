@@ -163,13 +163,18 @@ def test_stream_into_coalesces_fast_tokens(wb):
     assert msg.tokens == 2 and msg.content.replace("!\\[", "![") == raw
 
 
+def long_story(wb, opening: str, cancel: threading.Event):
+    """A story reply long enough (1000 tokens) that only a stop can end it early."""
+    ckpt = wb.load(wb.default_model("story"))
+    return respond([{"role": "user", "content": opening}], "story", ckpt,
+                   SamplingParams(max_new_tokens=1000, top_k=0, temperature=1.0, seed=1),
+                   cancel=cancel)
+
+
 def test_stop_ends_generation_within_a_token(wb):
     """The stop button cancels the handler's task: no token is asked for after that."""
-    ckpt = wb.load(wb.default_model("story"))
     cancel = threading.Event()
-    reply = respond([{"role": "user", "content": "Once upon a time"}], "story", ckpt,
-                    SamplingParams(max_new_tokens=1000, top_k=0, temperature=1.0, seed=1),
-                    cancel=cancel)
+    reply = long_story(wb, "Once upon a time", cancel)
 
     async def run():
         task = None
@@ -192,11 +197,8 @@ def test_stop_ends_generation_within_a_token(wb):
 
 def test_cancel_event_ends_generation_between_tokens(wb):
     """on_stop sets the session's cancel event, which the engine checks between tokens."""
-    ckpt = wb.load(wb.default_model("story"))
     cancel = threading.Event()
-    reply = respond([{"role": "user", "content": "Once"}], "story", ckpt,
-                    SamplingParams(max_new_tokens=1000, top_k=0, temperature=1.0, seed=1),
-                    cancel=cancel)
+    reply = long_story(wb, "Once", cancel)
     msg = FakeMessage(lambda m: cancel.set() if m.tokens == 2 else None)
     asyncio.run(stream_into(msg, reply, interval=0))
     assert reply.stats.finish_reason == "cancelled"
