@@ -75,6 +75,16 @@ def wait_for(check, timeout=30.0, interval=0.05, what="condition"):
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
+def open_tab(driver, name: str, shown: str) -> None:
+    """Click a tab until its content (the element `shown`) is on the page: a click that lands
+    while the page is still busy with its load events can be lost on a slow machine."""
+    def clicked():  # a failed inner wait raises, and the outer wait clicks again
+        driver.find_element(By.CSS_SELECTOR, f"#tab-{name}-button").click()
+        return wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, shown), 3,
+                        what=f"the {name} tab")
+    wait_for(clicked, 30, interval=0.2, what=f"the {name} tab to open")
+
+
 def shot(driver, name):
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
@@ -181,7 +191,7 @@ def test_chat_streams_refuses_and_survives_reload(app, browser):
 def test_story_and_sampling_explorer(app, browser):
     wb, url = app
     open_app(browser, url)
-    css(browser, "#tab-story-button").click()
+    open_tab(browser, "story", "#story-prompt textarea")
     wait_for(lambda: "story" in css(browser, "#model").text.lower()
              or "story" in css(browser, "#model input").get_attribute("value"), 10,
              what="the story model to be picked")
@@ -211,7 +221,7 @@ def test_story_and_sampling_explorer(app, browser):
 def test_training_run_from_the_browser(app, browser):
     wb, url = app
     open_app(browser, url)
-    css(browser, "#tab-train-button").click()
+    open_tab(browser, "train", "#train-status")
     wait_for(lambda: "No training job yet" in css(browser, "#train-status").text, 20,
              what="the train tab")
     css(browser, "#train-hyper").click()
@@ -242,7 +252,7 @@ def test_training_run_from_the_browser(app, browser):
     assert wb.training_status()["state"] == "stopped"
 
     open_app(browser, url)  # a reload reconnects to the job's state
-    wait_for(lambda: css(browser, "#tab-train-button"), 20, what="the tabs").click()
+    open_tab(browser, "train", "#train-status")
     wait_for(lambda: "e2e-run" in css(browser, "#train-status").text
              and "stopped" in css(browser, "#train-status").text, 30, what="the job after reload")
     assert any(label == "e2e-run (run)" for label, _ in wb.model_choices())
