@@ -33,7 +33,7 @@ import time
 import torch
 
 from benchmarks.common import add_common_arguments, apply_common_arguments, log
-from engine.config import preset
+from engine.config import shape
 from engine.generation import stream
 from engine.hub import to_transformers
 from engine.model import GPT
@@ -48,7 +48,7 @@ PROMPT = "The old lighthouse keeper climbed the stairs one last time, and at the
 def build(name: str, seed: int = 0):
     """Our random model and transformers' GPT2LMHeadModel with the very same weights."""
     torch.manual_seed(seed)
-    ours = GPT(preset(MODELS[name])).eval()
+    ours = GPT(shape(MODELS[name])).eval()
     theirs = to_transformers(ours, eot_id=50256)
     x = torch.randint(0, ours.config.vocab_size, (1, 16))
     with torch.inference_mode():

@@ -35,14 +35,14 @@ import time
 import torch
 
 from benchmarks.common import add_common_arguments, apply_common_arguments, log
-from engine.config import GPTConfig, preset
+from engine.config import GPTConfig, shape
 from engine.hub import to_transformers
 from engine.model import GPT
 from engine.train import TrainConfig, make_optimizer, training_module
 
 # name -> (model shape, batch size, context used for training)
 MODELS = {
-    "small": (preset("small"), 8, 256),  # 4 layers, 4 heads, 256 dims, GPT-2 vocabulary
+    "small": (shape("small"), 8, 256),  # 4 layers, 4 heads, 256 dims, GPT-2 vocabulary
     "story": (GPTConfig(vocab_size=4096, block_size=256, n_layer=4, n_head=4, n_embd=256), 16, 256),
 }
 

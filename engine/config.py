@@ -1,4 +1,6 @@
-"""Model configuration: one small dataclass and named presets."""
+"""Model configuration: one small dataclass and the named model shapes (gpt2 ... gpt2-xl, small ones).
+
+Training recipes (learning rates, steps, batch sizes) are another thing: engine.presets."""
 
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ class GPTConfig:
 
 # Named shapes. The GPT-2 ones match OpenAI's released models; the small ones are for training
 # from scratch on a laptop ("small" is the classic TinyStories shape: 4 layers, 4 heads, 256 dims).
-PRESETS: dict[str, dict] = {
+MODEL_SHAPES: dict[str, dict] = {
     "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024),
     "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024, block_size=1024),
     "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280, block_size=1024),
@@ -60,14 +62,14 @@ PRESETS: dict[str, dict] = {
     "mini": dict(n_layer=4, n_head=4, n_embd=128, block_size=256),
     "tiny": dict(n_layer=2, n_head=2, n_embd=32, block_size=64),
 }
-PRESET_ALIASES = {"gpt2-124m": "gpt2", "gpt2-355m": "gpt2-medium", "gpt2-774m": "gpt2-large",
-                  "gpt2-1.5b": "gpt2-xl"}
+SHAPE_ALIASES = {"gpt2-124m": "gpt2", "gpt2-355m": "gpt2-medium", "gpt2-774m": "gpt2-large",
+                 "gpt2-1.5b": "gpt2-xl"}
 
 
-def preset(name: str, **overrides) -> GPTConfig:
-    """Return the config for a named shape, with any field overridden (e.g. vocab_size)."""
-    key = PRESET_ALIASES.get(name, name)
-    if key not in PRESETS:
-        choices = ", ".join(sorted(PRESETS) + sorted(PRESET_ALIASES))
-        raise ValueError(f"unknown model preset {name!r}; choose one of: {choices}")
-    return GPTConfig(**{**PRESETS[key], **overrides})
+def shape(name: str, **overrides) -> GPTConfig:
+    """Return the config for a named model shape, with any field overridden (e.g. vocab_size)."""
+    key = SHAPE_ALIASES.get(name, name)
+    if key not in MODEL_SHAPES:
+        choices = ", ".join(sorted(MODEL_SHAPES) + sorted(SHAPE_ALIASES))
+        raise ValueError(f"unknown model shape {name!r}; choose one of: {choices}")
+    return GPTConfig(**{**MODEL_SHAPES[key], **overrides})

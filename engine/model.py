@@ -139,12 +139,13 @@ class GPT(nn.Module):
             n -= self.transformer.wpe.weight.numel()
         return n
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: KVCache | None = None, last_only: bool = False):
-        """idx: (B, T) token ids. Returns logits (B, T, V), or (B, 1, V) with last_only, and the
-        mean cross-entropy loss when targets are given (positions with -100 are ignored).
+    def hidden(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The trunk: embeddings, every block, the final LayerNorm. idx: (B, T) token ids;
+        returns (B, T, n_embd) hidden states, ready for the LM head. forward() and the training
+        loss (engine.chunked_loss) both start here, so they cannot drift apart.
 
-        With a cache, idx holds only the new tokens; they sit at positions cache.pos onwards.
+        With a cache, idx holds only the new tokens; they sit at positions cache.pos onwards,
+        and cache.pos advances by T.
         """
         B, T = idx.shape
         start = cache.pos if cache is not None else 0
@@ -155,13 +156,24 @@ class GPT(nn.Module):
         # Positions start..start+T-1 are consecutive: a slice of the table, no index lookup.
         pos_emb = self.transformer.wpe.weight[start:start + T]
         x = self.transformer.wte(idx) + pos_emb
-        if self.training and self.config.dropout:
+        # The dropout module's own p, not config.dropout: a run that fine-tunes a model sets the
+        # modules' dropout (engine.train.set_dropout) and leaves the model's config alone.
+        if self.training and self.transformer.drop.p:
             x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
             x = block(x, cache, i)
         if cache is not None:
             cache.pos += T
-        x = self.transformer.ln_f(x)
+        return self.transformer.ln_f(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                cache: KVCache | None = None, last_only: bool = False):
+        """idx: (B, T) token ids. Returns logits (B, T, V), or (B, 1, V) with last_only, and the
+        mean cross-entropy loss when targets are given (positions with -100 are ignored).
+
+        With a cache, idx holds only the new tokens; they sit at positions cache.pos onwards.
+        """
+        x = self.hidden(idx, cache)
         if targets is not None:
             logits = self.lm_head(x)
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),

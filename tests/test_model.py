@@ -1,4 +1,4 @@
-"""The GPT-2 model: shapes, presets, parameter count, init, loss, causality."""
+"""The GPT-2 model: named shapes, parameter count, init, loss, causality."""
 
 from __future__ import annotations
 
@@ -8,21 +8,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.config import GPTConfig, preset
+from engine.config import GPTConfig, shape
 from engine.model import GPT
 from conftest import make_model
 
 
-def test_presets_and_gpt2_parameter_count():
-    small = preset("small")
+def test_model_shapes_and_gpt2_parameter_count():
+    small = shape("small")
     assert (small.n_layer, small.n_head, small.n_embd, small.block_size) == (4, 4, 256, 512)
     with torch.device("meta"):  # no memory: only shapes matter here
-        gpt2 = GPT(preset("gpt2-124m"))
+        gpt2 = GPT(shape("gpt2-124m"))
     # The figure transformers reports for GPT2LMHeadModel("gpt2") (tied head counted once).
     assert gpt2.num_params() == 124_439_808
     assert gpt2.num_params(non_embedding=True) == 124_439_808 - 1024 * 768
-    with pytest.raises(ValueError, match="unknown model preset 'gpt5'"):
-        preset("gpt5")
+    with pytest.raises(ValueError, match="unknown model shape 'gpt5'"):
+        shape("gpt5")
 
 
 def test_config_validation_messages():
