@@ -25,7 +25,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -335,6 +334,10 @@ class TokenData:
     meta: dict
     path: Path
 
+    def num_tokens(self, split: str) -> int:
+        """Tokens in the "train" or "val" split."""
+        return len(self.train if split == "train" else self.val)
+
 
 @dataclass
 class ExampleData:
@@ -345,6 +348,11 @@ class ExampleData:
     val: np.ndarray
     meta: dict
     path: Path
+
+    def num_tokens(self, split: str) -> int:
+        """Tokens in the "train" or "val" split's examples (prompts and responses)."""
+        rows = self.train if split == "train" else self.val
+        return int(rows[:, 1].sum()) if len(rows) else 0
 
 
 def prepare(source: Source, tokenizer: Tokenizer, cache_root: Path | str = DEFAULT_CACHE,
@@ -477,10 +485,6 @@ def _open_examples(root: Path, meta: dict, val_fraction: float) -> ExampleData:
     if val_fraction > 0 and not is_val.any() and n >= 2:
         is_val[-1] = True
     return ExampleData(tokens=tokens, train=index[~is_val], val=index[is_val], meta=meta, path=root)
-
-
-def clear_cache(cache_root: Path | str = DEFAULT_CACHE) -> None:
-    shutil.rmtree(cache_root, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------
