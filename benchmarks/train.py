@@ -13,7 +13,7 @@ runs is adjacent in time, so load that changes between pairs cancels out); `rati
 is the same on process CPU time, less sensitive to other programs sharing the machine.
 
 "Ours" is what engine.train trains on a CPU: the GPT's layers with the chunked linear +
-cross-entropy loss (engine.train.ChunkedLossGPT), which never materialises the full logits.
+cross-entropy loss (engine.chunked_loss.ChunkedLossGPT), which never materialises the full logits.
 
 Model FLOPs utilisation: the peak is measured in the same run (the best of repeated 2048^3
 float32 matrix multiplies, or bfloat16 with --dtype bfloat16); a training token costs
@@ -38,7 +38,9 @@ from benchmarks.common import add_common_arguments, apply_common_arguments, log
 from engine.config import GPTConfig, shape
 from engine.hub import to_transformers
 from engine.model import GPT
-from engine.train import TrainConfig, make_optimizer, training_module
+from engine.chunked_loss import training_module
+from engine.train import make_optimizer
+from engine.train_config import TrainConfig
 
 # name -> (model shape, batch size, context used for training)
 MODELS = {

@@ -1,7 +1,7 @@
 """A training run as a child process, for both UIs (and anything else that wants one).
 
     from engine.jobs import JobManager, JobError
-    jobs = JobManager()                       # runs under engine.models.RUNS_DIR (./runs)
+    jobs = JobManager()                       # runs under engine.loading.RUNS_DIR (./runs)
     job = jobs.start({"data": "data/stories/stories.txt", "out": "my-story", "max_steps": 300},
                      preset="cpu-demo")        # validated first: JobError / ValueError, no compute
     job.status()      # {"state": "running", "step": 120, "max_steps": 300, "loss": 3.1,
@@ -18,13 +18,13 @@ files, so any process can reattach:
     <run>/job.json            {"pid", "state", "argv", "started", "ended", "returncode", ...}
     <run>/metrics.jsonl       progress events written by the trainer (see engine/train.py)
 One job at a time per runs directory (a lock file guards the check-and-start across processes).
-Job states: starting, running, stopping, finished, stopped, failed.
+Job states (STATES): starting, running, stopping (ACTIVE: a process is at work), then finished,
+stopped or failed (ENDED).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import signal
@@ -34,10 +34,14 @@ import time
 from pathlib import Path
 
 from .fileio import atomic_write_json
-from .models import ROOT, RUNS_DIR
-from .train import TrainConfig, check_run_dir, read_metrics, resolve_config
+from .loading import ROOT, RUNS_DIR
+from .metrics import read_events, read_metrics
+from .run_dir import check_run_dir
+from .train_config import TrainConfig, option_args, resolve_config
 
-ACTIVE = ("starting", "running", "stopping")
+ACTIVE = ("starting", "running", "stopping")  # a training process is (or should be) at work
+ENDED = ("finished", "stopped", "failed")
+STATES = ACTIVE + ENDED
 POINTER = "current-job.json"
 LOCK = ".jobs.lock"
 # Names in a runs directory that belong to the job runner (and the UIs' copied uploads): a run
@@ -168,27 +172,9 @@ class Job:
         return read_metrics(self.run_dir / "metrics.jsonl")
 
     def events(self, since: int = 0) -> tuple[list[dict], int]:
-        """Events appended since byte offset `since`; returns them and the next offset. Only
-        complete lines are returned. If the file was rewritten (a resume drops the events after
-        its checkpoint) the offset is past the end: everything is returned again from 0."""
-        path = self.run_dir / "metrics.jsonl"
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            return [], 0
-        if since > size:
-            since = 0
-        with open(path, "rb") as f:
-            f.seek(since)
-            chunk = f.read()
-        end = chunk.rfind(b"\n") + 1
-        out = []
-        for line in chunk[:end].splitlines():
-            with contextlib.suppress(ValueError):
-                event = json.loads(line)
-                if isinstance(event, dict):
-                    out.append(event)
-        return out, since + end
+        """Events appended since byte offset `since`; returns them and the next offset (see
+        engine.metrics.read_events: complete lines only; from 0 again after a resume)."""
+        return read_events(self.run_dir / "metrics.jsonl", since)
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -261,7 +247,7 @@ class JobManager:
         check_run_dir(cfg, resume, force)
         open_source(cfg.data)
         if cfg.init_from:
-            from .models import BUNDLED_DIR, HUB_MODELS
+            from .loading import BUNDLED_DIR, HUB_MODELS
 
             p = Path(cfg.init_from).expanduser()
             if not (p.exists() or (BUNDLED_DIR / cfg.init_from).exists() or cfg.init_from in HUB_MODELS
@@ -301,11 +287,7 @@ class JobManager:
                 argv += ["--preset", preset]
             given = {k: v for k, v in options.items() if k != "out" and v is not None}
             for name, value in given.items():
-                flag = "--" + name.replace("_", "-")
-                if isinstance(value, bool):
-                    argv.append(flag if value else f"--no-{flag[2:]}")
-                else:
-                    argv += [flag, str(value)]
+                argv += option_args(name, value)
             if resume:
                 argv.append("--resume")
             if force:
@@ -355,8 +337,3 @@ class JobManager:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def options_from_config(cfg: TrainConfig) -> dict:
-    """TrainConfig -> the options dict JobManager.start takes (every field)."""
-    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "preset"}

@@ -10,7 +10,7 @@ import torch
 from engine.checkpoint import (CheckpointError, find_checkpoint, list_checkpoints, load_checkpoint,
                                save_checkpoint)
 from engine.errors import ModelLoadError
-from engine.models import load_model
+from engine.loading import load_model
 from conftest import make_model
 
 

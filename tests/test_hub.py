@@ -12,7 +12,7 @@ from engine import hub
 from engine.checkpoint import Checkpoint
 from engine.errors import ModelLoadError
 from engine.generation import stream
-from engine.models import load_model
+from engine.loading import load_model
 from engine.sampling import SamplingParams
 from conftest import make_model
 

@@ -16,7 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from engine.checkpoint import list_checkpoints
-from engine.train import read_metrics, train
+from engine.metrics import read_metrics
+from engine.train import train
 
 from test_train import corpus, tiny
 

@@ -11,9 +11,12 @@ import torch
 
 from engine.__main__ import main
 from engine.checkpoint import list_checkpoints, load_checkpoint
-from engine.models import load_model
-from engine.train import (PRESETS, TrainConfig, check_run_dir, lr_at, make_optimizer,
-                          read_metrics, resolve_config, train)
+from engine.loading import load_model
+from engine.metrics import read_metrics
+from engine.presets import PRESETS
+from engine.run_dir import check_run_dir
+from engine.train import lr_at, make_optimizer, train
+from engine.train_config import TrainConfig, resolve_config
 
 WORDS = ("the fox ran to a river and saw fish in cold water while birds sang over old trees "
          "near the quiet hill where children played every long summer day").split()
@@ -64,7 +67,7 @@ def test_weight_decay_only_on_matrices(tiny_model):
 def test_chunked_loss_equals_the_models_loss_and_gradients(tiny_model):
     # The CPU training path (GPT layers + chunked linear/cross-entropy) must compute exactly
     # what GPT.forward(idx, targets) computes, ignored targets included.
-    from engine.train import ChunkedLossGPT
+    from engine.chunked_loss import ChunkedLossGPT
 
     torch.manual_seed(0)
     V = tiny_model.config.vocab_size

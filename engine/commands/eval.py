@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import evaluate_model
+    from ..evaluate import evaluate_model
 
     result = evaluate_model(args.model, args.data, split=args.split, val_fraction=args.val_fraction,
                             block_size=args.block_size, batch_size=args.batch_size,

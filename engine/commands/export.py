@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from engine.hub import export_transformers
-    from engine.models import load_model
+    from engine.loading import load_model
 
     ckpt = load_model(args.model, device="cpu")
     out = export_transformers(ckpt, args.out)

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     from engine.device import pick_device
     from engine.generation import stream
-    from engine.models import load_model
+    from engine.loading import load_model
     from engine.sampling import SamplingParams
 
     # Validate everything before loading anything.

@@ -58,7 +58,8 @@ SKIP = {"preset"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..train import PRESETS, TrainConfig
+    from ..presets import PRESETS
+    from ..train_config import TrainConfig, flag
 
     parser.add_argument("--preset", default=argparse.SUPPRESS, choices=sorted(PRESETS),
                         help="a named recipe: " + "; ".join(sorted(PRESETS)))
@@ -72,19 +73,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         if f.name in SKIP:
             continue
-        flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         help_text = HELP.get(f.name, "") + (f" (default: {default})" if default not in ("", None) else "")
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction,
+            parser.add_argument(flag(f.name), action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_text)
         else:
-            parser.add_argument(flag, type=type(default), default=argparse.SUPPRESS,
+            parser.add_argument(flag(f.name), type=type(default), default=argparse.SUPPRESS,
                                 metavar=f.name.upper(), help=help_text)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import TrainConfig, check_run_dir, resolve_config, train
+    from ..run_dir import check_run_dir
+    from ..train import train
+    from ..train_config import TrainConfig, resolve_config
 
     names = {f.name for f in dataclasses.fields(TrainConfig)} - SKIP
     options = {k: getattr(args, k) for k in names if hasattr(args, k)}

@@ -1,0 +1,41 @@
+"""Training presets: named recipes for `python -m engine train --preset NAME` and the UIs.
+
+A preset is a set of TrainConfig fields (engine.train_config); flags given on the command line
+win over it. (Model shapes without a recipe, such as gpt2-medium, are engine.config.MODEL_SHAPES.)
+"""
+
+from __future__ import annotations
+
+PRESETS: dict[str, dict] = {
+    # The classic TinyStories run (Eldan & Li's small models): GPT-2 tokenizer, 4x256, 512 context.
+    "tinystories-gpu": dict(
+        n_layer=4, n_head=4, n_embd=256, block_size=512, tokenizer="gpt2", batch_size=52,
+        grad_accum=1, lr=5e-4, min_lr_ratio=0.1, warmup_steps=1000, max_steps=30000,
+        weight_decay=0.1, eval_every=1000, eval_batches=50, save_every=2000, log_every=50,
+        compile=True, sample_prompt="Once upon a time"),
+    # A few minutes on a laptop CPU: a tiny model on a small BPE, enough to see the loss fall.
+    "cpu-demo": dict(
+        n_layer=2, n_head=2, n_embd=128, block_size=128, tokenizer="bpe", vocab_size=2048,
+        batch_size=16, grad_accum=1, lr=2e-3, warmup_steps=30, max_steps=300, eval_every=100,
+        eval_batches=10, save_every=100, log_every=10, sample_tokens=48),
+    # The bundled story model: 4.3M parameters (17 MB), 8.2M tokens (~5 passes over the 1.7M
+    # token Shakespeare/Milton corpus): ~40 min on 2 otherwise idle CPU cores (~3.5k tokens/s).
+    "story-cpu": dict(
+        n_layer=4, n_head=4, n_embd=256, block_size=256, tokenizer="bpe", vocab_size=4096,
+        batch_size=16, grad_accum=1, lr=1e-3, min_lr_ratio=0.1, warmup_steps=100,
+        max_steps=2000, weight_decay=0.1, dropout=0.1, eval_every=200, eval_batches=20,
+        save_every=200, keep_last=2, log_every=10, sample_tokens=80),
+    # The bundled Python assistant, stage 1 (~28 min): pretraining on the Python documentation
+    # (0.9M tokens with a 4096 BPE; 6.1M tokens seen), same shape as the story model.
+    "python-cpu": dict(
+        n_layer=4, n_head=4, n_embd=256, block_size=256, tokenizer="bpe", vocab_size=4096,
+        batch_size=16, grad_accum=1, lr=1e-3, min_lr_ratio=0.1, warmup_steps=100,
+        max_steps=1500, weight_decay=0.1, dropout=0.1, eval_every=150, eval_batches=20,
+        save_every=150, keep_last=2, log_every=10, sample_tokens=80),
+    # Stage 2 (~12 min): instruction tuning on the Q/A pairs, loss on answers only; use with
+    # --init-from <the python-cpu run> (its shape and tokenizer carry over).
+    "python-sft-cpu": dict(
+        mode="sft", batch_size=16, grad_accum=1, lr=5e-4, min_lr_ratio=0.1, warmup_steps=50,
+        max_steps=600, weight_decay=0.05, dropout=0.1, eval_every=100, eval_batches=20,
+        save_every=100, keep_last=2, log_every=10, sample_tokens=96),
+}
