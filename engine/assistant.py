@@ -41,7 +41,8 @@ from .generation import GenerationStats, TextStream, stream
 from .sampling import SamplingParams
 from .templates import STOP, format_prompt
 
-MODES = ("python", "chat", "story")
+CHAT_MODES = ("python", "chat")  # modes that take a conversation
+MODES = (*CHAT_MODES, "story")  # "story" continues the latest message alone
 REFUSAL_PREFIX = "Sorry, I'm a Python assistant"
 REFUSAL = (f"{REFUSAL_PREFIX}, so I only answer questions about Python and programming. "
            "Try asking about Python code, an error message, a library, or an algorithm.")
@@ -128,19 +129,9 @@ def respond(conversation: Sequence[Mapping], mode: str, checkpoint, params: Samp
 
 def normalize_conversation(conversation: Sequence[Mapping]) -> list[dict]:
     """Validate and copy the conversation as [{"role", "content": str}], ending with a user turn."""
-    if isinstance(conversation, (str, bytes)) or not isinstance(conversation, Sequence):
-        raise ValueError("conversation must be a list of {'role': 'user'|'assistant', 'content': str} "
-                         f"dicts, got {type(conversation).__name__}")
-    if not conversation:
+    turns = normalize_messages(conversation)
+    if not turns:
         raise ValueError("conversation is empty: it must end with the user's message")
-    turns = []
-    for i, turn in enumerate(conversation):
-        if not isinstance(turn, Mapping) or "role" not in turn or "content" not in turn:
-            raise ValueError(f"conversation[{i}] must be a dict with 'role' and 'content', got {turn!r:.80}")
-        role = turn["role"]
-        if role not in ("user", "assistant"):
-            raise ValueError(f"conversation[{i}]: role must be 'user' or 'assistant', got {role!r}")
-        turns.append({"role": role, "content": _content_text(turn["content"], i)})
     if turns[-1]["role"] != "user":
         raise ValueError("conversation must end with the user's message, not an assistant turn")
     if not turns[-1]["content"].strip():
@@ -148,14 +139,36 @@ def normalize_conversation(conversation: Sequence[Mapping]) -> list[dict]:
     return turns
 
 
-def _content_text(content, i: int) -> str:
+def normalize_messages(messages: Sequence[Mapping], what: str = "conversation") -> list[dict]:
+    """Chat messages checked and copied as [{"role": "user" | "assistant", "content": str}].
+
+    The one reading of the messages format both apps and their HTTP APIs send: extra keys
+    (Gradio's metadata, options) are dropped, and content given as a list of blocks keeps its
+    text blocks, joined by newlines (a block without a "type" is text). `what` names the list in
+    error messages ("conversation[2]: role must be ...")."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise ValueError(f"{what} must be a list of {{'role': 'user'|'assistant', 'content': str}} "
+                         f"dicts, got {type(messages).__name__}")
+    turns = []
+    for i, turn in enumerate(messages):
+        if not isinstance(turn, Mapping) or "role" not in turn or "content" not in turn:
+            raise ValueError(f"{what}[{i}] must be a dict with 'role' and 'content', "
+                             f"got {turn!r:.80}")
+        role = turn["role"]
+        if role not in ("user", "assistant"):
+            raise ValueError(f"{what}[{i}]: role must be 'user' or 'assistant', got {role!r}")
+        turns.append({"role": role, "content": _content_text(turn["content"], f"{what}[{i}]")})
+    return turns
+
+
+def _content_text(content, where: str) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, Sequence) and all(isinstance(b, Mapping) for b in content):
         texts = [b.get("text", "") for b in content if b.get("type", "text") == "text"]
         if all(isinstance(t, str) for t in texts):
             return "\n".join(t for t in texts if t)
-    raise ValueError(f"conversation[{i}]: content must be text, got {type(content).__name__}")
+    raise ValueError(f"{where}: content must be text, got {type(content).__name__}")
 
 
 def _exchanges(turns: list[dict]) -> list[tuple[str, str]]:
