@@ -9,64 +9,9 @@ Also the app_file of a Hugging Face Space. Training is only offered on a server 
 people cannot reach, unless WORKBENCH_ALLOW_TRAINING=1 (see docs/gradio.md).
 """
 
-from __future__ import annotations
-
-import argparse
-import logging
-import os
 import sys
 
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="GPT Workbench: chat, write stories and train small "
-                                            "GPT-2 models in the browser.")
-    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                   help="address to listen on (default 127.0.0.1, or $GRADIO_SERVER_NAME; "
-                        "0.0.0.0 makes it reachable from other machines)")
-    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
-                   help="port (default 7860, or $GRADIO_SERVER_PORT)")
-    p.add_argument("--share", action="store_true",
-                   help="also serve through a temporary public gradio.live link")
-    p.add_argument("--checkpoints", default=None,
-                   help="folder of bundled models (default checkpoints/, or $WORKBENCH_CHECKPOINTS)")
-    p.add_argument("--runs", default=None,
-                   help="folder of training runs (default runs/, or $WORKBENCH_RUNS)")
-    p.add_argument("--device", default="auto", help="where models run: auto, cpu, cuda, mps")
-    p.add_argument("--concurrency", type=int, default=8,
-                   help="generations that run at once; more wait in the queue (default 8)")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from engine import service
-    from engine.device import pick_device
-
-    from app.gradio_app import build_demo, launch
-
-    try:
-        device = pick_device(args.device)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.concurrency < 1:
-        print(f"error: --concurrency must be at least 1, got {args.concurrency}", file=sys.stderr)
-        return 2
-    wb = service.configure(runs_dir=args.runs, bundled_dir=args.checkpoints, device=device,
-                           exposed=service.is_exposed(args.host, args.share))
-    demo = build_demo(wb)
-    if args.host in ("127.0.0.1", "localhost", "0.0.0.0", "::"):
-        where = f"http://localhost:{args.port}"
-        if args.host in ("0.0.0.0", "::"):
-            where += " (other machines: this machine's address, same port)"
-    else:
-        where = f"http://{args.host}:{args.port}"
-    print(f"GPT Workbench: open {where} in a browser", flush=True)
-    launch(demo, host=args.host, port=args.port, share=args.share, concurrency=args.concurrency)
-    return 0
-
+from app.gradio.server import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -46,11 +46,11 @@ def make_data(root: Path) -> Path:
 
 
 def make_workbench(root: Path, python_shape: dict | None = None, **kwargs):
-    from engine import service
+    from app.workbench import Workbench
 
-    return service.Workbench(runs_dir=root / "runs",
-                             bundled_dir=make_checkpoints(root, python_shape),
-                             data_dir=make_data(root), **kwargs)
+    return Workbench(runs_dir=root / "runs",
+                     bundled_dir=make_checkpoints(root, python_shape),
+                     data_dir=make_data(root), **kwargs)
 
 
 def free_port() -> int:
@@ -61,7 +61,7 @@ def free_port() -> int:
 
 def start_server(wb):
     """Build the app over wb and serve it on a free loopback port; returns (demo, url)."""
-    from app.gradio_app import build_demo, launch
+    from app.gradio import build_demo, launch
 
     demo = build_demo(wb)
     port = free_port()

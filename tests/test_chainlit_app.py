@@ -1,5 +1,5 @@
 """The Chainlit app's own code, without a browser: the /train grammar and its mapping onto
-engine.service, profiles and the settings panel, streaming with stop, and showing model text.
+app.training, profiles and the settings panel, streaming with stop, and showing model text.
 (The logic behind them, such as validation, the filter and jobs, is tested in engine's tests.)"""
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from app.chainlit_render import MarkdownGuard, md_text, reply_footer, stream_into
-from app.chainlit_training import corpus_path, progress_line, training_options
-from app.chainlit_widgets import (TRAIN_STARTER, chat_profiles, mode_of, parse_train_command,
+from app.chainlit.render import MarkdownGuard, md_text, reply_footer, stream_into
+from app.chainlit.tracker import progress_line
+from app.chainlit.training import corpus_path, training_options
+from app.chainlit.widgets import (TRAIN_STARTER, chat_profiles, mode_of, parse_train_command,
                                   sampling_values, settings_widgets)
-from engine import service
+from app.display import MODE_LABELS
+from app.limits import SAMPLING, sampling_params
 from engine.assistant import respond
 from engine.sampling import SamplingParams
 from gradio_support import make_workbench
@@ -53,28 +55,28 @@ def test_train_command_errors_name_the_problem(text, words):
         assert w in str(e.value)
 
 
-def test_training_options_map_words_onto_the_service(wb):
-    corpus = wb.training_data()[0][1]
+def test_training_options_map_words_onto_the_desk(wb):
+    corpus = wb.training.corpora()[0][1]
     assert training_options(wb, {}) == {"preset": "cpu-demo", "data": corpus}
     got = training_options(wb, {"preset": "story-cpu", "steps": "5", "name": "x",
                                 "data": "stories/tiny.txt", "from": "story"})
     assert got == {"preset": "story-cpu", "max_steps": "5", "run_name": "x", "data": corpus,
                    "init_from": "story"}
     for name in ("stories", "tiny.txt", "data/stories/tiny.txt", corpus):
-        assert corpus_path(name, wb.training_data()) == corpus
+        assert corpus_path(name, wb.training.corpora()) == corpus
     with pytest.raises(ValueError, match="unknown corpus data=poems; choose one of: stories/tiny.txt"):
-        corpus_path("poems", wb.training_data())
+        corpus_path("poems", wb.training.corpora())
     with pytest.raises(ValueError, match="does not know the option 'colour'"):
         training_options(wb, {"colour": "red"})
     with pytest.raises(ValueError, match="given twice"):
         training_options(wb, {"steps": "5", "max_steps": "6"})
 
 
-def test_training_values_are_checked_by_the_service_before_any_work(wb):
+def test_training_values_are_checked_before_any_work(wb):
     kwargs = training_options(wb, {"steps": "lots"})
     with pytest.raises(ValueError, match="max_steps must be a number, got 'lots'"):
-        wb.start_training(**kwargs)
-    assert wb.jobs.current() is None
+        wb.training.start(**kwargs)
+    assert wb.training.status()["state"] == "idle"
 
 
 def test_progress_line_and_durations():
@@ -89,8 +91,8 @@ def test_progress_line_and_durations():
 
 def test_profiles_are_the_engine_modes_each_with_starters():
     profiles = chat_profiles()
-    assert [p.name for p in profiles] == list(service.MODES.values())
-    assert [mode_of(p.name) for p in profiles] == list(service.MODES)
+    assert [p.name for p in profiles] == list(MODE_LABELS.values())
+    assert [mode_of(p.name) for p in profiles] == list(MODE_LABELS)
     assert sum(p.default for p in profiles) == 1 and mode_of(None) == "python"
     for p in profiles:
         assert len(p.starters) >= 3 and p.starters[-1] is TRAIN_STARTER
@@ -99,15 +101,16 @@ def test_profiles_are_the_engine_modes_each_with_starters():
 
 
 def test_settings_panel_uses_the_shared_limits_and_keeps_values(wb):
-    choices = wb.model_choices()
+    choices = wb.models.choices()
     widgets = {w.id: w for w in settings_widgets(choices, {})}
     assert list(widgets) == ["model", "temperature", "top_k", "top_p", "repetition_penalty",
                              "max_new_tokens", "seed"]
     assert widgets["model"].initial == choices[0][1]
     for name in ("temperature", "top_k", "top_p", "repetition_penalty", "max_new_tokens"):
-        lo, hi, step, default, help_text = service.LIMITS[name]
+        limit = SAMPLING[name]
         w = widgets[name]
-        assert (w.min, w.max, w.step, w.initial, w.description) == (lo, hi, step, default, help_text)
+        assert (w.min, w.max, w.step, w.initial, w.label, w.description) == \
+            (limit.lo, limit.hi, limit.step, limit.default, limit.label, limit.help)
     kept = {w.id: w for w in settings_widgets(choices, {"model": choices[1][1], "top_k": 7,
                                                          "seed": 3})}
     assert kept["model"].initial == choices[1][1] and kept["top_k"].initial == 7
@@ -115,12 +118,12 @@ def test_settings_panel_uses_the_shared_limits_and_keeps_values(wb):
     gone = {w.id: w for w in settings_widgets(choices, {"model": "/deleted/run"})}
     assert gone["model"].initial == choices[0][1]
     values = {w.id: w.initial for w in settings_widgets(choices, {"seed": 5})}
-    assert service.sampling_params(**sampling_values(values)).seed == 5
+    assert sampling_params(**sampling_values(values)).seed == 5
 
 
 def test_settings_with_a_bad_seed_get_a_clear_message():
     with pytest.raises(ValueError, match="seed must be a number, got 'abc'"):
-        service.sampling_params(**sampling_values({"seed": "abc"}))
+        sampling_params(**sampling_values({"seed": "abc"}))
 
 
 # -- streaming and stop ------------------------------------------------------------------------
@@ -141,7 +144,7 @@ class FakeMessage:
 
 
 def test_stream_into_shows_every_delta(wb):
-    ckpt = wb.load(wb.default_model("story"))
+    ckpt = wb.models.load(wb.models.default("story"))
     reply = respond([{"role": "user", "content": "Once upon a time"}], "story", ckpt,
                     SamplingParams(max_new_tokens=12, seed=3))
     msg = FakeMessage()
@@ -155,7 +158,7 @@ def test_stream_into_shows_every_delta(wb):
 
 def test_stream_into_coalesces_fast_tokens(wb):
     """The first delta goes out at once, later ones at most every `interval` seconds."""
-    ckpt = wb.load(wb.default_model("story"))
+    ckpt = wb.models.load(wb.models.default("story"))
     reply = respond([{"role": "user", "content": "Once upon a time"}], "story", ckpt,
                     SamplingParams(max_new_tokens=12, seed=3))
     msg = FakeMessage()
@@ -165,7 +168,7 @@ def test_stream_into_coalesces_fast_tokens(wb):
 
 def long_story(wb, opening: str, cancel: threading.Event):
     """A story reply long enough (1000 tokens) that only a stop can end it early."""
-    ckpt = wb.load(wb.default_model("story"))
+    ckpt = wb.models.load(wb.models.default("story"))
     return respond([{"role": "user", "content": opening}], "story", ckpt,
                    SamplingParams(max_new_tokens=1000, top_k=0, temperature=1.0, seed=1),
                    cancel=cancel)
@@ -216,7 +219,7 @@ def test_markdown_images_are_shown_as_text_even_split_across_deltas():
 
 
 def test_footer_reports_length_speed_and_notices(wb):
-    ckpt = wb.load(wb.default_model("story"))
+    ckpt = wb.models.load(wb.models.default("story"))
     reply = respond([{"role": "user", "content": "Once"}], "story", ckpt,
                     SamplingParams(max_new_tokens=1, seed=1, top_k=0))
     reply.text()

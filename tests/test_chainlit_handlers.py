@@ -1,4 +1,4 @@
-"""The Chainlit handlers in chainlit_app.py, called as Chainlit calls them (a session whose
+"""The Chainlit handlers (app/chainlit/handlers.py), called as Chainlit calls them (a session whose
 socket is a recorder), without a server or a browser: what each event sends to the page."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pytest
 from chainlit.context import init_ws_context
 from chainlit.session import WebsocketSession
 
-import chainlit_app as appmod
+import chainlit_app
+from app.chainlit import handlers as appmod
 from gradio_support import make_workbench
 
 
@@ -95,11 +96,23 @@ def state(page, key):
     return call(page.session, get)
 
 
+def test_the_entry_point_registers_every_handler():
+    """`chainlit run chainlit_app.py` loads only that file: importing it registers the handlers."""
+    from chainlit.config import config
+
+    assert chainlit_app.handlers is appmod
+    for hook in ("on_message", "on_chat_start", "on_chat_end", "on_stop", "on_settings_update",
+                 "set_chat_profiles"):
+        assert getattr(config.code, hook) is not None, hook
+    assert {"train_start", "train_stop", "train_help", "use_model"} <= \
+        set(config.code.action_callbacks)
+
+
 def test_start_sends_the_settings_panel_and_the_train_command(page, wb):
     [panel] = page.sent("chat_settings")
     assert [w["id"] for w in panel] == ["model", "temperature", "top_k", "top_p",
                                          "repetition_penalty", "max_new_tokens", "seed"]
-    assert panel[0]["initial"] == wb.default_model("python")
+    assert panel[0]["initial"] == wb.models.default("python")
     assert [c["id"] for c in page.sent("set_commands")[0]] == ["train"]
     assert page.texts() == []  # nothing hides the profile's starters
 
@@ -157,7 +170,7 @@ def test_a_bad_setting_is_named_when_changed_and_when_used(page):
 
 
 def test_changing_the_model_loads_and_describes_it(page, wb):
-    story = wb.default_model("story")
+    story = wb.models.default("story")
     settings = state(page, "chat_settings")
     call(page.session, appmod.settings_changed, {**settings, "model": story})
     [about] = page.texts()
@@ -201,7 +214,7 @@ def test_training_is_refused_with_the_reason_on_an_exposed_server(tmp_path, monk
     say(page, "/train cpu-demo steps=5")
     errors = page.errors()
     assert len(errors) == 2 and all("Training is turned off" in e for e in errors)
-    assert exposed.jobs.current() is None
+    assert exposed.training.status()["state"] == "idle"
     call(session, session.delete)
 
 
@@ -213,7 +226,7 @@ def test_action_buttons_reach_the_engine(page, wb):
     call(page.session, appmod._train_stop, cl.Action(name="train_stop", payload={}))
     assert page.texts()[-1] == "No training job is running."
     # A forged payload: the browser sends back whatever it likes. No server file is copied.
-    secret = wb.runs_dir.parent / "secret.md"
+    secret = wb.training.runs_dir.parent / "secret.md"
     secret.write_text("private\n" * 10)
     for payload, message in (
             ({"preset": "cpu-demo", "data": "", "upload": str(secret)}, "cannot set data, upload"),
@@ -221,7 +234,7 @@ def test_action_buttons_reach_the_engine(page, wb):
             ({}, "names no preset"), ({"preset": 3}, "names no preset")):
         call(page.session, appmod._train_start, cl.Action(name="train_start", payload=payload))
         assert message in page.errors()[-1]
-    assert not (wb.runs_dir / "uploads").exists()
+    assert not (wb.training.runs_dir / "uploads").exists()
     call(page.session, appmod._use_model, cl.Action(name="use_model", payload={"spec": "/etc"}))
     assert "unknown model '/etc'" in page.errors()[-1]
-    assert wb.jobs.current() is None
+    assert wb.training.status()["state"] == "idle"

@@ -9,7 +9,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from engine import service as S
+from app.limits import clean_text, sampling_params
 from gradio_support import make_workbench, start_server
 
 pytestmark = pytest.mark.slow
@@ -34,14 +34,14 @@ def client(server):
 def chat_args(wb, message, mode="Free chat", history=None, **sampling):
     s = {**GREEDY, **sampling}
     return dict(message=message, history=history or [], mode_label=mode,
-                model=wb.default_model("python"), **s)
+                model=wb.models.default("python"), **s)
 
 
 def test_models_endpoint(server, client):
     wb, _ = server
     models = client.predict(api_name="/models")
     assert [m[0] for m in models][:2] == ["python (bundled)", "story (bundled)"]
-    line, card = client.predict(wb.default_model("story"), api_name="/model_info")
+    line, card = client.predict(wb.models.default("story"), api_name="/model_info")
     assert line.startswith("1.6M") and card == "tiny story test model"
     line, card = client.predict("gpt2", api_name="/model_info")  # the hub, offline
     assert line.startswith("**Cannot load this model.**") and "gpt2" in line and card == ""
@@ -58,8 +58,8 @@ def test_chat_streams(server, client):
     assert state[0]["content"] == "Tell me about cats" and state[1]["content"]
     assert "tokens/s" in stats
     # The same greedy request straight through the engine gives the same answer.
-    expected = wb.chat("Tell me about cats", [], "chat", wb.default_model("python"),
-                       S.sampling_params(**{**GREEDY, "max_new_tokens": 200})).text()
+    expected = wb.chat("Tell me about cats", [], "chat", wb.models.default("python"),
+                       sampling_params(**{**GREEDY, "max_new_tokens": 200})).text()
     assert state[1]["content"] == expected
 
 
@@ -83,7 +83,7 @@ def test_chat_refusal_via_api(server, client):
     (dict(seed=-7), "Value -7 is less than minimum value -1"),
     (dict(mode_label="Shouting"), "'Shouting' (type: <class 'str'>) is not in the list of choices"),
     (dict(model="/etc"), "Unknown model '/etc'"),
-    (dict(history=[{"role": "root", "content": "x"}]), "role 'user' or 'assistant'"),
+    (dict(history=[{"role": "root", "content": "x"}]), "role must be 'user' or 'assistant'"),
 ])
 def test_validation_errors_are_messages(server, client, change, message):
     wb, _ = server
@@ -97,21 +97,21 @@ def test_awkward_text_is_served(server, client):
     for text in ("emoji 🙂🚀 and 世界", "שלום עולם, مرحبا بالعالم", "ctrl\x00\x07\x1b[31m chars",
                  "<script>alert('x')</script>"):
         _, state, _, _ = client.predict(**chat_args(wb, text, max_new_tokens=4), api_name="/chat")
-        assert state[0]["content"] == S.clean_text(text)
+        assert state[0]["content"] == clean_text(text)
     # After all of that the server still answers.
     assert client.predict(api_name="/models")
 
 
 def test_story_and_explorer_endpoints(server, client):
     wb, _ = server
-    story, stats = client.predict(prompt="Once upon a time", model=wb.default_model("story"),
+    story, stats = client.predict(prompt="Once upon a time", model=wb.models.default("story"),
                                   **GREEDY, api_name="/story")
     assert story and "tokens/s" in stats
     html = client.predict(prompt="Once upon a time", story=story, top=5,
-                          model=wb.default_model("story"), **GREEDY, api_name="/explain")
+                          model=wb.models.default("story"), **GREEDY, api_name="/explain")
     assert "<table" in html and "greedy" in html
     with pytest.raises(AppError, match="Top must be a whole number between 1 and 30, got 3.5"):
-        client.predict(prompt="x", story="", top=3.5, model=wb.default_model("story"), **GREEDY,
+        client.predict(prompt="x", story="", top=3.5, model=wb.models.default("story"), **GREEDY,
                        api_name="/explain")
 
 
@@ -130,8 +130,8 @@ def test_eight_concurrent_chats_do_not_mix(server):
     wb, url = server
     questions = [f"Question number {i}: what do you think about {topic}?" for i, topic in
                  enumerate(["rivers", "cats", "clocks", "stars", "bread", "rain", "maps", "owls"])]
-    model = wb.default_model("python")
-    params = S.sampling_params(**{**GREEDY, "max_new_tokens": 48})
+    model = wb.models.default("python")
+    params = sampling_params(**{**GREEDY, "max_new_tokens": 48})
     expected = [wb.chat(q, [], "chat", model, params).text() for q in questions]
     assert len(set(expected)) > 1  # different questions, different answers: mixing would show
 
@@ -161,7 +161,7 @@ def test_default_seed_draws_anew(server, client):
 
 
 def test_uploaded_training_data_is_checked(server, client, tmp_path):
-    """An upload travels through Gradio to the service's checks (no job starts)."""
+    """An upload travels through Gradio to app.training's checks (no job starts)."""
     from gradio_client import handle_file
 
     empty = tmp_path / "empty.txt"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import gradio as gr
 import pytest
 
-from app import gradio_chat as chat
-from app import gradio_explorer, gradio_story as story, gradio_train as train
-from app.gradio_common import guard, show_text, stats_line
-from engine import service as S
+from app.gradio import chat, explorer, story, train
+from app.gradio.common import guard, show_text, stats_line
+from app.limits import sampling_params
+from app.workbench import ModelLoadError
 from gradio_support import make_workbench
 
-FAST = [0.8, 50, 0.95, 1.1, 10, 1]  # temperature, top_k, top_p, repetition, max_new_tokens, seed
+FAST = dict(temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.1, max_new_tokens=10,
+            seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +43,9 @@ def test_guard_turns_errors_into_messages():
 
 
 def test_chat_streams_and_keeps_raw_history(wb):
-    model = wb.default_model("python")
+    model = wb.models.default("python")
     msg = "How do I print <b>bold</b> in Python? <script>alert(1)</script>"
-    outs = run(chat.respond(wb, msg, [], "Free chat", model, *FAST))
+    outs = run(chat.respond(wb, msg, [], "Free chat", model, **FAST))
     first_display, first_state = outs[0][0], outs[0][1]
     assert first_state == [{"role": "user", "content": msg}]  # the question shows at once
     assert "&lt;script&gt;" in first_display[0]["content"]  # displayed as text
@@ -59,7 +60,7 @@ def test_chat_streams_and_keeps_raw_history(wb):
 
 def test_chat_refusal_with_reason(wb):
     outs = run(chat.respond(wb, "What is the best pizza in Rome?", [], "Python assistant",
-                            wb.default_model(), *FAST))
+                            wb.models.default(), **FAST))
     display, state, _, stats = outs[-1]
     assert state[1]["content"].startswith("Sorry, I'm a Python assistant")
     assert state[2]["metadata"] == {"title": chat.REASON_TITLE} and state[2]["content"]
@@ -68,31 +69,31 @@ def test_chat_refusal_with_reason(wb):
 
 def test_chat_errors_leave_the_conversation_as_it_was(wb):
     with pytest.raises(ValueError, match="empty"):
-        run(chat.respond(wb, "   ", [], "Free chat", wb.default_model(), *FAST))
+        run(chat.respond(wb, "   ", [], "Free chat", wb.models.default(), **FAST))
     with pytest.raises(ValueError, match="top_p must be between"):
-        run(chat.respond(wb, "hi", [], "Free chat", wb.default_model(), 0.8, 50, 1.5, 1.1, 10, 1))
+        run(chat.respond(wb, "hi", [], "Free chat", wb.models.default(), **{**FAST, "top_p": 1.5}))
     with pytest.raises(ValueError, match="unknown chat mode"):
-        run(chat.respond(wb, "hi", [], "Poetry", wb.default_model(), *FAST))
+        run(chat.respond(wb, "hi", [], "Poetry", wb.models.default(), **FAST))
     # A model that cannot load (hub, offline): the question goes back in the textbox.
-    gen = chat.respond(wb, "hello", [], "Free chat", "gpt2", *FAST)
+    gen = chat.respond(wb, "hello", [], "Free chat", "gpt2", **FAST)
     shown = next(gen)
     assert shown[1][-1]["content"] == "hello"
     restored = next(gen)
     assert restored[1] == [] and restored[2]["value"] == "hello"
-    with pytest.raises(S.ModelLoadError):
+    with pytest.raises(ModelLoadError):
         next(gen)
 
 
 def test_retry_undo_clear(wb):
-    history = run(chat.respond(wb, "Tell me a story", [], "Free chat", wb.default_model(),
-                               *FAST))[-1][1]
-    again = run(chat.retry(wb, history, "Free chat", wb.default_model(), *FAST))[-1][1]
+    history = run(chat.respond(wb, "Tell me a story", [], "Free chat", wb.models.default(),
+                               **FAST))[-1][1]
+    again = run(chat.retry(wb, history, "Free chat", wb.models.default(), **FAST))[-1][1]
     assert [m["role"] for m in again] == ["user", "assistant"]
     assert again[0]["content"] == "Tell me a story"
     display, state, textbox = chat.undo(again)
     assert state == [] and display == [] and textbox["value"] == "Tell me a story"
     with pytest.raises(ValueError, match="nothing to retry"):
-        run(chat.retry(wb, [], "Free chat", wb.default_model(), *FAST))
+        run(chat.retry(wb, [], "Free chat", wb.models.default(), **FAST))
     assert chat.clear()[:2] == ([], [])
 
 
@@ -112,46 +113,46 @@ def test_chat_uses_the_checked_history(wb):
     assert chat.display(parts) == [{"role": "user", "content": "Hi &lt;b&gt;"},
                                    {"role": "assistant", "content": "Hello"}]
     display, state, _, _ = run(chat.respond(wb, "And then?", parts, "Free chat",
-                                            wb.default_model(), *FAST))[-1]
+                                            wb.models.default(), **FAST))[-1]
     assert [m["content"] for m in state[:3]] == ["Hi <b>", "Hello", "And then?"]
     assert display[0]["content"] == "Hi &lt;b&gt;"
     _, undone, textbox = chat.undo(parts)
     assert undone == [] and textbox["value"] == "Hi <b>"
     broken = [{"content": "no role"}]
-    for call in (lambda: run(chat.respond(wb, "hi", broken, "Free chat", wb.default_model(),
-                                          *FAST)),
-                 lambda: run(chat.retry(wb, broken, "Free chat", wb.default_model(), *FAST)),
+    for call in (lambda: run(chat.respond(wb, "hi", broken, "Free chat", wb.models.default(),
+                                          **FAST)),
+                 lambda: run(chat.retry(wb, broken, "Free chat", wb.models.default(), **FAST)),
                  lambda: chat.undo(broken), lambda: chat.display(broken)):
-        with pytest.raises(ValueError, match="chat history message 0 must be a dict with role"):
+        with pytest.raises(ValueError, match=r"chat history\[0\] must be a dict with 'role'"):
             call()
 
 
 def test_story_and_explorer(wb):
-    model = wb.default_model("story")
-    outs = run(story.write(wb, "Once upon a time", model, *FAST))
+    model = wb.models.default("story")
+    outs = run(story.write(wb, "Once upon a time", model, **FAST))
     text, stats = outs[-1]
     assert text and "tokens/s" in stats
-    html, opened = story.explore(wb, "Once upon a time", text, 5, model, *FAST)
+    html, opened = story.explore(wb, "Once upon a time", text, 5, model, **FAST)
     assert opened is True and html.count("<tr") >= 1 + 5  # header + at least 5 candidates
     assert "top-k" in html and "temperature" in html
-    assert story.follow(wb, False, "x", "", 5, model, *FAST) == (gr.skip(), False)
-    assert story.follow(wb, True, "x", "", 5, model, *FAST)[1] is True
-    new_story, chart, _ = story.add_token(wb, "Once upon a time", "", 5, model, *FAST)
+    assert story.follow(wb, False, "x", "", 5, model, **FAST) == (gr.skip(), False)
+    assert story.follow(wb, True, "x", "", 5, model, **FAST)[1] is True
+    new_story, chart, _ = story.add_token(wb, "Once upon a time", "", 5, model, **FAST)
     assert new_story and "<table" in chart
     with pytest.raises(ValueError, match="story opening is empty"):
-        run(story.write(wb, "", model, *FAST))
+        run(story.write(wb, "", model, **FAST))
     with pytest.raises(ValueError, match="the story opening is 100,000 characters long"):
-        run(story.write(wb, "x" * 100_000, model, *FAST))
+        run(story.write(wb, "x" * 100_000, model, **FAST))
     assert story.continue_story("A", "B") == ("AB", "")
 
 
 def test_explorer_chart_escapes_tokens():
-    params = S.sampling_params(top_k=1)
+    params = sampling_params(top_k=1)
     result = {"tokens": ["<script>alert(1)</script>", "␣ok"], "token_ids": [1, 2],
               "stages": [{"name": "raw", "probs": [0.6, 0.4]},
                          {"name": "top-k", "probs": [1.0, 0.0]}],
               "context_tokens": 3, "truncated": True}
-    html = gradio_explorer.render(result, params)
+    html = explorer.render(result, params)
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "removed" in html and "100.0%" in html and "context window" in html
 
@@ -196,14 +197,14 @@ def test_train_start_checks_the_form(wb):
                     5, 0.001, 2, 16)
     with pytest.raises(ValueError, match="data source must be one of"):
         train.start(wb, preset, "FTP", None, None, "", "", train.NEW_MODEL, 5, 0.001, 2, 16)
-    assert train.preset_values(preset)[0] > 0
+    assert train.preset_values(wb, preset)[0] > 0
 
 
 def test_poll_skips_what_did_not_change(wb):
-    outs = train.poll(wb, {}, wb.default_model())
+    outs = train.poll(wb, {}, wb.models.default())
     status, curve, samples, models, inits, runs, seen, timer, start_btn, stop_btn = outs
     assert "No training job yet" in status
     assert models["choices"] and inits["choices"][0] == train.NEW_MODEL
     assert start_btn["interactive"] is True and stop_btn["interactive"] is False
-    again = train.poll(wb, seen, wb.default_model())
+    again = train.poll(wb, seen, wb.models.default())
     assert again[:6] == (gr.skip(),) * 6  # nothing changed: nothing sent

@@ -16,11 +16,13 @@ from functools import partial
 
 import gradio as gr
 
-from engine import service
+from app.display import CHAT_MODE_LABELS
+from app.limits import clean_history, clean_text, sampling_params
+from app.workbench import Workbench
 
-from .gradio_common import Controls, Throttle, guard, params_from, show_text, stats_line
+from .common import Controls, Throttle, guard, show_text, stats_line
 
-MODE_LABELS = {label: mode for mode, label in service.CHAT_MODES.items()}
+MODE_LABELS = {label: mode for mode, label in CHAT_MODE_LABELS.items()}  # radio label -> mode
 EXAMPLES = {
     "python": ["How do I reverse a list in Python?",
                "What does KeyError mean?",
@@ -52,9 +54,9 @@ COPY_JS = """(history) => {
 
 def display(history: list) -> list:
     """The chatbot's copy of the raw history: content escaped, notes kept as notes. The history
-    is checked first (service.clean_history), whatever form it came in."""
+    is checked first (app.limits.clean_history), whatever form it came in."""
     return [{**msg, "content": show_text(msg["content"])}
-            for msg in service.clean_history(history, keep_notes=True)]
+            for msg in clean_history(history, keep_notes=True)]
 
 
 def _copy(history: list) -> list:
@@ -78,16 +80,15 @@ def _idle(value: str | None = None):
     return gr.update(**update)
 
 
-def respond(wb: service.Workbench, message, history, mode_label, model,
-                       temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed):
+def respond(wb: Workbench, message, history, mode_label, model, **sampling):
     """Stream one answer. Yields (chatbot, raw history, textbox, stats) as the model writes."""
-    before = service.clean_history(history, keep_notes=True)  # checked: the only copy used
+    before = clean_history(history, keep_notes=True)  # checked: the only copy used
     mode = MODE_LABELS.get(mode_label, mode_label)
-    if mode not in service.CHAT_MODES:
+    if mode not in CHAT_MODE_LABELS:
         raise ValueError(f"unknown chat mode {mode_label!r}; choose one of: "
                          f"{', '.join(MODE_LABELS)}")
-    params = params_from(temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed)
-    message = service.clean_text(message, "message")
+    params = sampling_params(**sampling)
+    message = clean_text(message, "message")
     history = before + [{"role": "user", "content": message}]
     yield display(history), _copy(history), _busy(), ""  # show the question at once
     cancel = threading.Event()
@@ -119,22 +120,20 @@ def respond(wb: service.Workbench, message, history, mode_label, model,
     yield display(history), _copy(history), _idle(""), stats_line(reply.stats)
 
 
-def retry(wb, history, mode_label, model,
-                       temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed):
+def retry(wb: Workbench, history, mode_label, model, **sampling):
     """Drop the last answer and ask the last question again."""
-    history = service.clean_history(history, keep_notes=True)
+    history = clean_history(history, keep_notes=True)
     while history and history[-1]["role"] == "assistant":
         history.pop()
     if not history:
         raise ValueError("nothing to retry yet: ask something first")
     message = history.pop()["content"]
-    yield from respond(wb, message, history, mode_label, model,
-                       temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed)
+    yield from respond(wb, message, history, mode_label, model, **sampling)
 
 
 def undo(history):
     """Remove the last question and its answer; put the question back in the textbox."""
-    history = service.clean_history(history, keep_notes=True)
+    history = clean_history(history, keep_notes=True)
     while history and history[-1]["role"] == "assistant":
         history.pop()
     message = history.pop()["content"] if history else ""
@@ -145,20 +144,18 @@ def clear():
     return [], [], _idle(""), ""
 
 
-def example(wb, history, mode_label, model,
-            temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed,
-            evt: gr.SelectData):
+def example(wb: Workbench, history, mode_label, model, evt: gr.SelectData, **sampling):
+    """An example question clicked: ask it."""
     text = evt.value["text"] if isinstance(evt.value, dict) else str(evt.value)
-    yield from respond(wb, text, history, mode_label, model,
-                       temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed)
+    yield from respond(wb, text, history, mode_label, model, **sampling)
 
 
 def change_mode(mode_label):
     return gr.update(examples=examples_for(mode_label))
 
 
-def build(demo: gr.Blocks, wb: service.Workbench, controls: Controls) -> None:
-    mode = gr.Radio(list(MODE_LABELS), value=service.CHAT_MODES["python"], label="Mode",
+def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
+    mode = gr.Radio(list(MODE_LABELS), value=CHAT_MODE_LABELS["python"], label="Mode",
                     info="The Python assistant answers programming questions and politely "
                          "declines the rest; free chat has no filter.", elem_id="chat-mode")
     state = gr.BrowserState([], storage_key=STORAGE_KEY, secret=STATE_SECRET)
@@ -168,22 +165,22 @@ def build(demo: gr.Blocks, wb: service.Workbench, controls: Controls) -> None:
     chatbot = gr.Chatbot(elem_id="chatbot", label="Chat", show_label=False, height=460,
                          render_markdown=False,
                          sanitize_html=True, allow_tags=False, buttons=[copy_btn],
-                         examples=examples_for(service.CHAT_MODES["python"]),
+                         examples=examples_for(CHAT_MODE_LABELS["python"]),
                          placeholder="Ask a Python question, or switch to free chat.",
                          feedback_options=None)
     textbox = gr.Textbox(placeholder="Type a message and press Enter", show_label=False,
                          submit_btn=True, stop_btn=False, elem_id="chat-input", lines=1,
                          max_lines=8, autofocus=True)
     stats = gr.Markdown("", elem_id="chat-stats")
-    inputs = [mode, *controls.inputs]
     outs = [chatbot, state, textbox, stats]
 
-    submit = textbox.submit(guard(partial(respond, wb)), [textbox, state, *inputs], outs,
-                            api_name="chat", show_progress="minimal")
-    again = chatbot.retry(guard(partial(retry, wb)), [state, *inputs], outs,
-                          api_name="chat_retry", show_progress="minimal")
-    picked = chatbot.example_select(guard(partial(example, wb)), [state, *inputs], outs,
-                                    api_visibility="undocumented", show_progress="minimal")
+    submit = textbox.submit(guard(partial(respond, wb)), **controls.inputs(textbox, state, mode),
+                            outputs=outs, api_name="chat", show_progress="minimal")
+    again = chatbot.retry(guard(partial(retry, wb)), **controls.inputs(state, mode),
+                          outputs=outs, api_name="chat_retry", show_progress="minimal")
+    picked = chatbot.example_select(guard(partial(example, wb)), **controls.inputs(state, mode),
+                                    outputs=outs, api_visibility="undocumented",
+                                    show_progress="minimal")
     for event in (submit, again, picked):
         event.then(_idle, None, textbox, api_visibility="undocumented", queue=False)
     textbox.stop(_idle, None, textbox, cancels=[submit, again, picked],

@@ -1,10 +1,10 @@
 """The Train tab: preset, data, key hyperparameters, start / stop / resume, and a live view of the
 job (step, loss, tokens/s, ETA, loss curve for training and validation, sample generations).
 
-The job is an engine.jobs child process, so it outlives the page: a timer polls its status, and
-after a reload the tab shows the running (or last) job again. A finished run's checkpoints put it
-in the model picker straight away. On a server others can reach (a Space, --share, a public
-host) the tab is read-only unless the owner allows training (engine.service.training_policy).
+The job is an engine.jobs child process (through app.training), so it outlives the page: a timer
+polls its status, and after a reload the tab shows the running (or last) job again. A finished
+run's checkpoints put it in the model picker straight away. On a server others can reach (a Space, --share, a public
+host) the tab is read-only unless the owner allows training (app.policy.training_policy).
 """
 
 from __future__ import annotations
@@ -15,16 +15,20 @@ import gradio as gr
 from gradio import utils as gradio_utils
 import pandas as pd
 
-from engine import service
+from app.display import progress_parts
+from app.limits import TRAINING
+from app.training import ACTIVE
+from app.training_data import UPLOAD_SUFFIXES
+from app.workbench import Workbench
 
-from .gradio_common import Controls, guard, show_text
+from .common import Controls, guard, show_text
 
 SOURCES = ("Bundled corpus", "Upload a file", "Hugging Face dataset")
 NEW_MODEL = "(a new model)"
-FIELDS = ("max_steps", "lr", "batch_size", "block_size")
-STATE_WORDS = {"starting": "starting", "running": "running", "stopping": "stopping (saving a "
-               "checkpoint)", "finished": "finished", "stopped": "stopped", "failed": "failed"}
-ACTIVE = ("starting", "running", "stopping")
+# The hyperparameters the form shows (labels and minimums from app.limits.TRAINING).
+FIELDS = {"max_steps": "train-max-steps", "lr": "train-lr", "batch_size": "train-batch",
+          "block_size": "train-block"}
+STATE_WORDS = {"stopping": "stopping (saving a checkpoint)"}  # other states read as they are
 
 
 def status_markdown(st: dict) -> str:
@@ -33,7 +37,7 @@ def status_markdown(st: dict) -> str:
         return "No training job yet. Choose a preset and data, then press **Start training**."
     run = show_text(st.get("run") or "")
     state = STATE_WORDS.get(st["state"], show_text(str(st["state"])))
-    text = " · ".join([f"**{run}**: {state}", *service.progress_parts(st)])
+    text = " · ".join([f"**{run}**: {state}", *progress_parts(st)])
     if st["state"] == "failed":
         text += f"\n\n**Error:** {show_text(st.get('error') or 'unknown')}"
     if st["state"] in ("finished", "stopped"):
@@ -60,31 +64,31 @@ def samples_text(st: dict) -> str:
     return "\n\n".join(lines)
 
 
-def poll(wb: service.Workbench, seen: dict, current_model):
+def poll(wb: Workbench, seen: dict, current_model):
     """Timer tick: status, curve, samples; the model list and resumable runs when they change.
     `seen` (per browser tab) remembers what was sent, to skip unchanged outputs."""
-    st = wb.training_status()
+    st = wb.training.status()
     seen = dict(seen or {})
     key = (st.get("run"), st["state"], st.get("step"), len(st.get("curve") or []),
            len(st.get("samples") or []), st.get("eta_s"))
     changed = key != tuple(seen.get("key") or ())
     seen["key"] = list(key)
-    choices = wb.model_choices()
+    choices = wb.models.choices()
     models = inits = gr.skip()
     if [list(c) for c in choices] != seen.get("choices"):
         seen["choices"] = [list(c) for c in choices]
         specs = [spec for _, spec in choices]
         models = gr.update(choices=choices,
-                           value=current_model if current_model in specs else wb.default_model())
+                           value=current_model if current_model in specs else wb.models.default())
         inits = gr.update(choices=[NEW_MODEL, *choices])
-    runs = wb.resumable_runs()
+    runs = wb.training.resumable_runs()
     resumable = gr.skip()
     if runs != seen.get("runs"):
         seen["runs"] = runs
         resumable = gr.update(choices=runs, value=runs[0] if runs else None)
     active = st["state"] in ACTIVE
     timer = gr.Timer(1.0 if active else 4.0)
-    allowed = wb.training_policy().allowed
+    allowed = wb.training.policy().allowed
     buttons = (gr.update(interactive=allowed and not active),
                gr.update(interactive=allowed and active))
     if not changed:
@@ -93,15 +97,12 @@ def poll(wb: service.Workbench, seen: dict, current_model):
             seen, timer, *buttons)
 
 
-def preset_values(preset: str):
+def preset_values(wb: Workbench, preset: str):
     """The preset's hyperparameters, to fill the number fields."""
-    from engine.train import resolve_config
-
-    cfg = resolve_config({"data": "-", "out": "-"}, preset=preset)
-    return [getattr(cfg, f) for f in FIELDS]
+    return wb.training.preset_values(preset, tuple(FIELDS))
 
 
-def start(wb: service.Workbench, preset, source, corpus, upload, hf_name, run_name, init_from,
+def start(wb: Workbench, preset, source, corpus, upload, hf_name, run_name, init_from,
           *numbers):
     if source not in SOURCES:
         raise ValueError(f"data source must be one of: {', '.join(SOURCES)}; got {source!r}")
@@ -115,20 +116,20 @@ def start(wb: service.Workbench, preset, source, corpus, upload, hf_name, run_na
     init = None if init_from in (None, "", NEW_MODEL) else init_from
     options = dict(zip(FIELDS, numbers))
     # The gr.File value is a path in Gradio's upload folder (Gradio refuses any other path from a
-    # client), so that folder is the one the service may copy uploads from.
-    st = wb.start_training(preset, data=data, upload=upload, hf_name=hf_name, run_name=run_name,
+    # client), so that folder is the one app.training may copy uploads from.
+    st = wb.training.start(preset, data=data, upload=upload, hf_name=hf_name, run_name=run_name,
                            init_from=init, upload_root=gradio_utils.get_upload_folder(), **options)
     gr.Info(f"Started training run {st['run']}.")
     return status_markdown(st)
 
 
-def stop(wb: service.Workbench):
-    st = wb.stop_training()
+def stop(wb: Workbench):
+    st = wb.training.stop()
     return status_markdown(st)
 
 
-def resume(wb: service.Workbench, run_name, max_steps):
-    st = wb.resume_training(run_name, max_steps=max_steps)
+def resume(wb: Workbench, run_name, max_steps):
+    st = wb.training.resume(run_name, max_steps=max_steps)
     gr.Info(f"Resumed training run {st['run']}.")
     return status_markdown(st)
 
@@ -137,19 +138,25 @@ def switch_source(source):
     return [gr.update(visible=source == s) for s in SOURCES]
 
 
-def build(demo: gr.Blocks, wb: service.Workbench, controls: Controls) -> None:
-    policy = wb.training_policy()
+def number_box(name: str, value, allowed: bool) -> gr.Number:
+    limit = TRAINING[name]
+    return gr.Number(value, label=limit.label, precision=0 if limit.integer else None,
+                     minimum=limit.lo, elem_id=FIELDS[name], interactive=allowed)
+
+
+def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
+    policy = wb.training.policy()
     allowed = policy.allowed
     if not allowed:
         gr.Markdown(f"**Read-only.** {show_text(policy.reason)}",
                     elem_id="train-disabled")
-    gr.Markdown(wb.device_notice(), elem_id="train-device")
-    presets = wb.training_presets()
+    gr.Markdown(wb.training.device_notice(), elem_id="train-device")
+    presets = wb.training.presets()
     default_preset = "cpu-demo" if any(p == "cpu-demo" for _, p in presets) else presets[0][1]
-    corpora = wb.training_data()
-    values = preset_values(default_preset)
-    init_choices = [NEW_MODEL] + [(label, spec) for label, spec in wb.model_choices()]
-    runs = wb.resumable_runs()
+    corpora = wb.training.corpora()
+    values = dict(zip(FIELDS, preset_values(wb, default_preset)))
+    init_choices = [NEW_MODEL, *wb.models.choices()]
+    runs = wb.training.resumable_runs()
     with gr.Row(equal_height=False):
         # Left: what to train. Right: the job as it runs (visible without scrolling).
         with gr.Column(scale=5, min_width=380):
@@ -162,7 +169,7 @@ def build(demo: gr.Blocks, wb: service.Workbench, controls: Controls) -> None:
                                  label="Bundled corpus", elem_id="train-corpus",
                                  interactive=allowed)
             upload = gr.File(label="Text (.txt, .md) or instruction pairs (.jsonl: instruction, "
-                                   "input, output)", file_types=list(service.UPLOAD_SUFFIXES),
+                                   "input, output)", file_types=list(UPLOAD_SUFFIXES),
                              type="filepath", visible=False, elem_id="train-upload",
                              interactive=allowed)
             hf_name = gr.Textbox(label="Hugging Face dataset", visible=False,
@@ -178,16 +185,10 @@ def build(demo: gr.Blocks, wb: service.Workbench, controls: Controls) -> None:
                                         info="A new model of the preset's shape, or fine-tune "
                                              "an existing one (for instruction data).",
                                         elem_id="train-init", interactive=allowed)
-                with gr.Row():
-                    max_steps = gr.Number(values[0], label="Steps", precision=0, minimum=1,
-                                          elem_id="train-max-steps", interactive=allowed)
-                    lr = gr.Number(values[1], label="Learning rate", minimum=0,
-                                   elem_id="train-lr", interactive=allowed)
-                with gr.Row():
-                    batch_size = gr.Number(values[2], label="Batch (sequences)", precision=0,
-                                           minimum=1, elem_id="train-batch", interactive=allowed)
-                    block_size = gr.Number(values[3], label="Context (tokens)", precision=0,
-                                           minimum=8, elem_id="train-block", interactive=allowed)
+                numbers = []
+                for row in (list(FIELDS)[:2], list(FIELDS)[2:]):
+                    with gr.Row():
+                        numbers += [number_box(name, values[name], allowed) for name in row]
             with gr.Row():
                 start_btn = gr.Button("Start training", variant="primary", elem_id="train-start",
                                       interactive=allowed)
@@ -214,10 +215,9 @@ def build(demo: gr.Blocks, wb: service.Workbench, controls: Controls) -> None:
     seen = gr.State({})
     timer = gr.Timer(1.0)
 
-    numbers = [max_steps, lr, batch_size, block_size]
     source.change(switch_source, source, [corpus, upload, hf_name],
                   api_visibility="undocumented", queue=False)
-    preset.change(guard(preset_values), preset, numbers, api_visibility="undocumented",
+    preset.change(guard(partial(preset_values, wb)), preset, numbers, api_visibility="undocumented",
                   queue=False)
     start_btn.click(guard(partial(start, wb)),
                     [preset, source, corpus, upload, hf_name, run_name, init_from, *numbers],
@@ -232,7 +232,7 @@ def build(demo: gr.Blocks, wb: service.Workbench, controls: Controls) -> None:
     gr.api(partial(_status_api, wb), api_name="train_status")
 
 
-def _status_api(wb: service.Workbench) -> dict:
+def _status_api(wb: Workbench) -> dict:
     """The training job's status as JSON (state, step, max_steps, loss, val_loss, tokens_per_s,
     eta_s, curve, samples, ...)."""
-    return wb.training_status()
+    return wb.training.status()

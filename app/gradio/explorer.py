@@ -29,7 +29,7 @@ def _cell(p: float, before: float | None, scale: float) -> str:
 
 
 def render(result: dict, params) -> str:
-    """HTML for engine.service.Workbench.explain_next()'s result."""
+    """HTML for app.workbench.Workbench.explain_next()'s result."""
     stages = result["stages"]
     tokens = result["tokens"]
     final = stages[-1]["probs"]

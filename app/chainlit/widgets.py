@@ -1,5 +1,6 @@
 """What the Chainlit app shows: chat profiles and their starters, the settings panel, the /train
-command's grammar and help. Chainlit objects are built here from engine data; no engine logic.
+command's grammar and help. Chainlit objects are built here from app data (app.limits,
+app.display); no logic the Gradio app also needs.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from dataclasses import dataclass
 import chainlit as cl
 from chainlit.input_widget import Select, Slider, TextInput
 
-from engine.service import LIMITS, MODES, SAMPLING_DEFAULTS, SAMPLING_FIELDS, SAMPLING_LABELS
+from app.display import MODE_LABELS
+from app.limits import SAMPLING, SAMPLING_DEFAULTS, SAMPLING_FIELDS
 
 # Engine mode -> (one-line description, starters as (label, message, icon)). The profile names
-# are the engine's names for the modes (service.MODES), the same as the Gradio app's.
+# are the modes' labels (app.display.MODE_LABELS), the same as the Gradio app's.
 PROFILES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
     "python": (
         "Answers **Python programming** questions and politely declines anything else, "
@@ -46,7 +48,8 @@ DEFAULT_MODE = "python"
 def chat_profiles() -> list[cl.ChatProfile]:
     return [
         cl.ChatProfile(
-            name=MODES[mode], markdown_description=description, default=(mode == DEFAULT_MODE),
+            name=MODE_LABELS[mode], markdown_description=description,
+            default=(mode == DEFAULT_MODE),
             icon=starters[0][2],
             starters=[cl.Starter(label=label, message=message, icon=icon)
                       for label, message, icon in starters] + [TRAIN_STARTER])
@@ -61,17 +64,15 @@ TRAIN_STARTER = cl.Starter(label="Train a model", message="help", command="train
 
 def mode_of(profile: str | None) -> str:
     """The engine mode for a chat profile's name (none or an unknown one: the default mode)."""
-    return next((mode for mode, name in MODES.items() if name == profile), DEFAULT_MODE)
+    return next((mode for mode, name in MODE_LABELS.items() if name == profile), DEFAULT_MODE)
 
 
 # ---------------------------------------------------------------------------------------------
-# Settings panel. Values arrive as the widgets' raw values; the engine validates them.
-
-
+# Settings panel. Values arrive as the widgets' raw values; app.limits checks them.
 
 def settings_widgets(choices: list[tuple[str, str]], values: dict) -> list:
     """The settings panel: the model picker, then a slider per sampling control (ranges, steps,
-    defaults and help from engine.service.LIMITS, the same as the Gradio app) and the seed.
+    defaults and help from app.limits.SAMPLING, the same as the Gradio app) and the seed.
 
     choices: (label, spec) pairs in picker order. values: the current settings (missing keys take
     the defaults), so re-sending the panel, e.g. after a training run adds a model, keeps what
@@ -86,22 +87,20 @@ def settings_widgets(choices: list[tuple[str, str]], values: dict) -> list:
                       description="Bundled models, your finished training runs, and GPT-2 from "
                                   "the Hugging Face hub (hub models need the network the first "
                                   "time).")]
-    for name in SAMPLING_FIELDS:
+    for name, limit in SAMPLING.items():
         if name == "seed":
             continue  # a text box below: empty means a fresh draw
-        lo, hi, step, _default, help_text = LIMITS[name]
-        widgets.append(Slider(id=name, label=SAMPLING_LABELS[name], initial=v[name], min=lo,
-                              max=hi, step=step,
-                              description=help_text))
+        widgets.append(Slider(id=name, label=limit.label, initial=v[name], min=limit.lo,
+                              max=limit.hi, step=limit.step, description=limit.help))
     seed = v.get("seed")
-    widgets.append(TextInput(id="seed", label=SAMPLING_LABELS["seed"],
+    widgets.append(TextInput(id="seed", label=SAMPLING["seed"].label,
                              initial="" if seed is None else str(seed),
-                             placeholder="random", description=LIMITS["seed"][4]))
+                             placeholder="random", description=SAMPLING["seed"].help))
     return widgets
 
 
 def sampling_values(settings: dict) -> dict:
-    """The sampling part of the settings, as keyword arguments for service.sampling_params()."""
+    """The sampling part of the settings, as keyword arguments for app.limits.sampling_params()."""
     return {name: settings.get(name) for name in SAMPLING_FIELDS}
 
 
@@ -112,7 +111,7 @@ def sampling_values(settings: dict) -> dict:
 @dataclass(frozen=True)
 class TrainCommand:
     help: bool  # no options given, or "help": show what can be set
-    options: dict  # raw key -> string value; the engine validates and converts
+    options: dict  # raw key -> string value; app.training checks and converts
 
 
 def parse_train_command(text: str) -> TrainCommand:

@@ -2,8 +2,10 @@
 
 Handlers are plain functions (tested without a server in tests/test_gradio_handlers.py); the tab
 modules bind them to components. Every handler goes through `guard`, so a person sees the
-engine's message ("top_p must be between 0.05 and 1, got 1.5") in the UI, never a traceback, and
-the server keeps serving.
+app's message ("top_p must be between 0.05 and 1, got 1.5") in the UI, never a traceback, and
+the server keeps serving. A handler that generates takes the sidebar's values as
+`model, **sampling` (Controls.inputs wires them), and turns them into SamplingParams with
+app.limits.sampling_params(**sampling).
 """
 
 from __future__ import annotations
@@ -18,12 +20,11 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from engine import service
-from engine.errors import USER_ERRORS
+from app.display import notice_summary
+from app.limits import SAMPLING
+from app.workbench import USER_ERRORS
 
 log = logging.getLogger("app.gradio")
-
-SAMPLING_NAMES = service.SAMPLING_FIELDS
 
 
 def _as_gr_error(e: BaseException) -> gr.Error:
@@ -98,45 +99,43 @@ def stats_line(stats, extra: str = "") -> str:
     if stats.finish_reason:
         parts.append(f"ended: {reasons.get(stats.finish_reason, stats.finish_reason)}")
     line = " · ".join(parts)
-    notes = [show_text(n) for n in service.notice_summary(stats.notices)]
+    notes = [show_text(n) for n in notice_summary(stats.notices)]
     return "  \n".join([line + (f" · {extra}" if extra else "")] + [f"*{n}*" for n in notes])
 
 
 @dataclass
 class Controls:
-    """The components every tab reads: the model picker and the sampling sliders."""
+    """The sidebar's components, which every tab reads: the model picker and the sampling
+    controls (name -> component, in app.limits.SAMPLING order)."""
 
     model: gr.Dropdown
     model_info: gr.Markdown
-    sampling: list  # components in SAMPLING_NAMES order
+    sampling: dict
+
+    def inputs(self, *components) -> dict:
+        """Event arguments for a handler `fn(*components, model, **sampling)`: the sampling
+        values go by name, so the HTTP API names them (temperature=..., seed=...)."""
+        return dict(inputs=[*components, self.model], inputs_kwargs=self.sampling)
 
     @property
-    def inputs(self) -> list:
-        return [self.model, *self.sampling]
+    def triggers(self) -> list:
+        """A change to any of them (for views that follow the settings)."""
+        return [c.change for c in [self.model, *self.sampling.values()]]
 
 
-def params_from(temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed):
-    """SamplingParams from the sampling controls' values (checked by engine.service)."""
-    return service.sampling_params(temperature=temperature, top_k=top_k, top_p=top_p,
-                                   repetition_penalty=repetition_penalty,
-                                   max_new_tokens=max_new_tokens, seed=seed)
-
-
-def sampling_components() -> list:
-    """The sampling sliders, ranges and help text from engine.service.LIMITS."""
-    comps = []
-    labels = service.SAMPLING_LABELS
-    for name in SAMPLING_NAMES:
-        lo, hi, step, default, help_ = service.LIMITS[name]
+def sampling_components() -> dict:
+    """The sampling controls, with ranges, labels and help from app.limits.SAMPLING."""
+    comps = {}
+    for name, limit in SAMPLING.items():
         if name == "seed":
             # -1, not None: Gradio 6.31 shows an empty Number as 0 and sends 0, which would
             # make every answer the same.
-            comp = gr.Number(value=-1, label=labels[name], info=help_, precision=0,
-                             minimum=-1, maximum=hi, elem_id=f"sampling-{name}")
+            comps[name] = gr.Number(value=-1, label=limit.label, info=limit.help, precision=0,
+                                    minimum=-1, maximum=limit.hi, elem_id=f"sampling-{name}")
         else:
-            comp = gr.Slider(lo, hi, value=default, step=step, label=labels[name], info=help_,
-                             elem_id=f"sampling-{name.replace('_', '-')}")
-        comps.append(comp)
+            comps[name] = gr.Slider(limit.lo, limit.hi, value=limit.default, step=limit.step,
+                                    label=limit.label, info=limit.help,
+                                    elem_id=f"sampling-{name.replace('_', '-')}")
     return comps
 
 

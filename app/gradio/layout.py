@@ -1,12 +1,13 @@
-"""The Gradio app: a sidebar with the model picker and sampling controls shared by every tab,
-and the Chat, Story and Train tabs (app/gradio_chat.py, gradio_story.py, gradio_train.py).
+"""The Gradio app's page: a sidebar with the model picker and sampling controls shared by every
+tab, and the Chat, Story and Train tabs (app/gradio/chat.py, story.py, train.py).
 
-    demo = build_demo(service.configure(...))
+    demo = build_demo(workbench.configure(...))
     launch(demo, host="127.0.0.1", port=7860)
 
-All logic is in engine (engine.service is the facade); this module turns widgets into engine
-calls. API endpoints (gradio_client): /chat, /chat_retry, /story, /explain, /add_token,
-/models, /model_info, /train_start, /train_stop, /train_resume, /train_status.
+The logic is in app (app.workbench is what both front ends hold) and the engine; this package
+turns widgets into those calls. API endpoints (gradio_client): /chat, /chat_retry, /story,
+/explain, /add_token, /models, /model_info, /train_start, /train_stop, /train_resume,
+/train_status.
 """
 
 from __future__ import annotations
@@ -15,29 +16,28 @@ from functools import partial
 
 import gradio as gr
 
-from engine import service
-from engine.errors import USER_ERRORS
+from app.workbench import USER_ERRORS, Workbench
 
-from . import gradio_chat, gradio_story, gradio_train
-from .gradio_common import CSS, Controls, guard, sampling_components, show_text
+from . import chat, story, train
+from .common import CSS, Controls, guard, sampling_components, show_text
 
 TITLE = "GPT Workbench"
 INTRO = ("Chat with, write with and train small GPT-2 models, on your own machine. "
          "Pick a model and tune the sampling in the sidebar; they apply to every tab.")
 
 
-def model_dropdown_update(wb: service.Workbench, current: str | None = None):
-    choices = wb.model_choices()
+def model_dropdown_update(wb: Workbench, current: str | None = None):
+    choices = wb.models.choices()
     specs = [spec for _, spec in choices]
-    value = current if current in specs else (wb.default_model() if choices else None)
+    value = current if current in specs else (wb.models.default() if choices else None)
     return gr.update(choices=choices, value=value)
 
 
-def model_info(wb: service.Workbench, spec):
+def model_info(wb: Workbench, spec):
     """One line about the chosen model and its card (loads it, so the first answer does not
     wait)."""
     try:
-        line, card = wb.describe(spec), wb.model_card(spec).strip()
+        line, card = wb.models.describe(spec), wb.models.card(spec).strip()
     except USER_ERRORS as e:
         # Shown under the picker rather than as an error pop-up on every page load (a hub
         # model offline, say); generating with it gives the same message as an error.
@@ -45,19 +45,19 @@ def model_info(wb: service.Workbench, spec):
     return line, card or "*This model has no card.*"
 
 
-def list_models(wb: service.Workbench) -> list[list[str]]:
+def list_models(wb: Workbench) -> list[list[str]]:
     """[[label, spec], ...]: what the model picker offers (API helper)."""
-    return [[label, spec] for label, spec in wb.model_choices()]
+    return [[label, spec] for label, spec in wb.models.choices()]
 
 
-def suggest(wb: service.Workbench, mode: str, current):
-    return gr.update(value=wb.suggest_model(mode, current))
+def suggest(wb: Workbench, mode: str, current):
+    return gr.update(value=wb.models.suggest(mode, current))
 
 
-def build_demo(wb: service.Workbench) -> gr.Blocks:
+def build_demo(wb: Workbench) -> gr.Blocks:
     with gr.Blocks(title=TITLE, fill_width=True) as demo:
         with gr.Sidebar(label="Model and sampling", open=True, width=330, elem_id="sidebar"):
-            model = gr.Dropdown(wb.model_choices(), value=wb.default_model("python"),
+            model = gr.Dropdown(wb.models.choices(), value=wb.models.default("python"),
                                 label="Model", elem_id="model", allow_custom_value=True,
                                 info="Bundled models work offline; hub models need the network "
                                      "the first time.")
@@ -72,11 +72,11 @@ def build_demo(wb: service.Workbench) -> gr.Blocks:
         gr.Markdown(f"# {TITLE}\n{INTRO}", elem_id="header")
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("Chat", id="chat", elem_id="tab-chat") as chat_tab:
-                gradio_chat.build(demo, wb, controls)
+                chat.build(demo, wb, controls)
             with gr.Tab("Story", id="story", elem_id="tab-story") as story_tab:
-                gradio_story.build(demo, wb, controls)
+                story.build(demo, wb, controls)
             with gr.Tab("Train", id="train", elem_id="tab-train"):
-                gradio_train.build(demo, wb, controls)
+                train.build(demo, wb, controls)
 
         model.change(guard(partial(model_info, wb)), model, [info, card], api_name="model_info",
                      show_progress="minimal")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from engine.service import notice_summary
+import chainlit as cl
+
+from app.display import notice_summary
 
 
 async def stream_into(msg, reply, interval: float = 0.05) -> str:
@@ -81,3 +83,8 @@ class MarkdownGuard:
 def md_text(text: str) -> str:
     """Plain text for a markdown line (the filter's reason may quote the question)."""
     return MarkdownGuard()(text.replace("\n", " "))
+
+
+async def show_error(text: str, author: str = "Workbench") -> None:
+    """A problem a person can act on, shown as a message (never a traceback)."""
+    await cl.ErrorMessage(content=text, author=author).send()

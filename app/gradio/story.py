@@ -12,10 +12,11 @@ from functools import partial
 
 import gradio as gr
 
-from engine import service
+from app.limits import EXPLORER_TOP, clean_text, sampling_params
+from app.workbench import Workbench
 
-from . import gradio_explorer
-from .gradio_common import Controls, Throttle, guard, params_from, stats_line
+from . import explorer
+from .common import Controls, Throttle, guard, stats_line
 
 OPENINGS = [
     "Once upon a time, in a small village by the sea,",
@@ -25,11 +26,10 @@ OPENINGS = [
 ]
 
 
-def write(wb: service.Workbench, prompt, model,
-                       temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed):
+def write(wb: Workbench, prompt, model, **sampling):
     """Stream the story. Yields (story text, stats)."""
-    params = params_from(temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed)
-    prompt = service.clean_text(prompt, "story opening")
+    params = sampling_params(**sampling)
+    prompt = clean_text(prompt, "story opening")
     cancel = threading.Event()
     reply = wb.story(prompt, model, params, cancel=cancel)
     text = ""
@@ -50,40 +50,34 @@ def continue_story(prompt, story):
     return (prompt or "") + (story or ""), ""
 
 
-def explore(wb: service.Workbench, prompt, story, top, model,
-                       temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed):
+def explore(wb: Workbench, prompt, story, top, model, **sampling):
     """The explorer chart for the text so far (opening + story). Returns (html, opened flag)."""
-    params = params_from(temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed)
+    params = sampling_params(**sampling)
     top = int(top) if isinstance(top, (int, float)) and float(top).is_integer() else top
     result = wb.explain_next((prompt or "") + (story or ""), model, params, top=top)
-    return gradio_explorer.render(result, params), True
+    return explorer.render(result, params), True
 
 
-def follow(wb: service.Workbench, opened, prompt, story, top, model,
-                       temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed):
+def follow(wb: Workbench, opened, prompt, story, top, model, **sampling):
     """Redraw the explorer when a control changes, once the person has opened it."""
     if not opened:
         return gr.skip(), opened
-    return explore(wb, prompt, story, top, model,
-                       temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed)
+    return explore(wb, prompt, story, top, model, **sampling)
 
 
-def add_token(wb: service.Workbench, prompt, story, top, model,
-                       temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed):
+def add_token(wb: Workbench, prompt, story, top, model, **sampling):
     """Draw one token with the current settings, append it, and redraw the explorer."""
-    params = params_from(temperature, top_k, top_p, repetition_penalty, max_new_tokens,
-                         seed).replace(max_new_tokens=1)
+    params = sampling_params(**sampling).replace(max_new_tokens=1)
     text = (prompt or "") + (story or "")
     if not text.strip():
         raise ValueError("the story opening is empty: write a few words first")
     reply = wb.story(text, model, params)
     story = (story or "") + reply.text()
-    chart, _ = explore(wb, prompt, story, top, model,
-                       temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed)
+    chart, _ = explore(wb, prompt, story, top, model, **sampling)
     return story, chart, True
 
 
-def build(demo: gr.Blocks, wb: service.Workbench, controls: Controls) -> None:
+def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
     with gr.Row():
         with gr.Column(scale=3):
             prompt = gr.Textbox(label="Opening", lines=3, max_lines=10,
@@ -105,30 +99,29 @@ def build(demo: gr.Blocks, wb: service.Workbench, controls: Controls) -> None:
             "penalty, temperature, top-k, top-p. Move a slider in the sidebar and the chart "
             "follows. `␣` is a space, `↵` a new line.")
         with gr.Row():
-            top = gr.Slider(3, service.MAX_EXPLORER_TOP, value=10, step=1,
-                            label="Candidates to show", elem_id="explorer-top", scale=3)
+            top = gr.Slider(3, EXPLORER_TOP.hi, value=EXPLORER_TOP.default, step=1,
+                            label=EXPLORER_TOP.label, elem_id="explorer-top", scale=3)
             explore_btn = gr.Button("Show next-token candidates", variant="primary",
                                     elem_id="explorer-run", scale=1)
             add_btn = gr.Button("Add one sampled token", elem_id="explorer-add", scale=1)
         chart = gr.HTML("", elem_id="explorer-chart")
     opened = gr.State(False)
 
-    model_inputs = controls.inputs
-    writing = write_btn.click(guard(partial(write, wb)), [prompt, *model_inputs], [story, stats],
-                              api_name="story", show_progress="minimal")
-    entered = prompt.submit(guard(partial(write, wb)), [prompt, *model_inputs], [story, stats],
-                            api_visibility="undocumented", show_progress="minimal")
+    writing = write_btn.click(guard(partial(write, wb)), **controls.inputs(prompt),
+                              outputs=[story, stats], api_name="story", show_progress="minimal")
+    entered = prompt.submit(guard(partial(write, wb)), **controls.inputs(prompt),
+                            outputs=[story, stats], api_visibility="undocumented",
+                            show_progress="minimal")
     stop_btn.click(None, None, None, cancels=[writing, entered], api_visibility="undocumented",
                    queue=False)
     continue_btn.click(continue_story, [prompt, story], [prompt, story],
                        api_visibility="undocumented", queue=False)
-    explore_inputs = [prompt, story, top, *model_inputs]
-    explore_btn.click(guard(partial(explore, wb)), explore_inputs, [chart, opened],
-                      api_name="explain", show_progress="minimal")
-    add_btn.click(guard(partial(add_token, wb)), explore_inputs, [story, chart, opened],
-                  api_name="add_token", show_progress="minimal")
+    explore_btn.click(guard(partial(explore, wb)), **controls.inputs(prompt, story, top),
+                      outputs=[chart, opened], api_name="explain", show_progress="minimal")
+    add_btn.click(guard(partial(add_token, wb)), **controls.inputs(prompt, story, top),
+                  outputs=[story, chart, opened], api_name="add_token", show_progress="minimal")
     # .change (not .release) so typed values count too; always_last drops the values a drag
     # passes through.
-    gr.on([c.change for c in [top, *controls.sampling, controls.model]],
-          guard(partial(follow, wb)), [opened, *explore_inputs], [chart, opened],
+    gr.on([top.change, *controls.triggers], guard(partial(follow, wb)),
+          **controls.inputs(opened, prompt, story, top), outputs=[chart, opened],
           api_visibility="undocumented", show_progress="hidden", trigger_mode="always_last")

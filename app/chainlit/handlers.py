@@ -1,0 +1,214 @@
+"""The Chainlit app's event handlers: chat profiles are the engine's modes (Python assistant,
+Free chat, Story), the settings panel feeds app.limits.sampling_params(), replies come from
+Workbench.chat()/story(), and training goes through app.training (see training.py). This module
+turns Chainlit events into those calls and their results into messages.
+
+Chainlit's decorators register each handler when this module is imported: chainlit_app.py (the
+file `chainlit run` loads) imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import threading
+
+import chainlit as cl
+from chainlit.config import config as chainlit_config
+
+from app import workbench
+from app.limits import SAMPLING_DEFAULTS, sampling_params
+from app.policy import is_exposed
+from app.workbench import USER_ERRORS
+
+from . import training
+from .render import md_text, reply_footer, show_error, stream_into
+from .widgets import chat_profiles, mode_of, parse_train_command, sampling_values, settings_widgets
+
+log = logging.getLogger("workbench.chainlit")
+TRAIN_COMMAND = re.compile(r"\s*/train(\s|$)")
+
+# One Workbench (one model cache) for every session of this server. Training is offered only when
+# the server is not reachable from other machines, unless its owner opts in (app.policy).
+# `chainlit run` owns the command line, so the workbench's own settings come from the environment:
+# WORKBENCH_DEVICE (auto, cpu, cuda, mps), and WORKBENCH_CHECKPOINTS / WORKBENCH_RUNS /
+# WORKBENCH_DATA for where bundled models, training runs and training corpora live.
+
+
+def _workbench() -> workbench.Workbench:
+    try:
+        return workbench.configure(
+            device=os.environ.get("WORKBENCH_DEVICE", "auto").strip() or "auto",
+            data_dir=os.environ.get("WORKBENCH_DATA") or None,
+            exposed=is_exposed(chainlit_config.run.host))
+    except ValueError as e:
+        raise SystemExit(f"error: WORKBENCH_DEVICE: {e}") from None
+
+
+wb = _workbench()
+
+
+# ---------------------------------------------------------------------------------------------
+# Session start: profile, settings panel, commands; re-attach to a running training job.
+
+
+@cl.set_chat_profiles
+async def _profiles(user=None, language=None):
+    return chat_profiles()
+
+
+@cl.on_chat_start
+async def start() -> None:
+    mode = mode_of(cl.user_session.get("chat_profile"))
+    cl.user_session.set("history", [])
+    values = {**SAMPLING_DEFAULTS, "model": wb.models.default(mode)}
+    cl.user_session.set("loaded_model", values["model"])  # described only when it changes
+    await cl.ChatSettings(settings_widgets(wb.models.choices(), values)).send()
+    await cl.context.emitter.set_commands(training.COMMANDS)
+    await training.reattach(wb)
+
+
+@cl.on_chat_end
+async def end() -> None:
+    """The page went away: stop writing its reply (a training job and its tracker go on)."""
+    cancel_generation()
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings: validated when changed (a clear message for a bad seed), applied to the next message.
+
+
+@cl.on_settings_update
+async def settings_changed(settings: dict) -> None:
+    try:
+        sampling_params(**sampling_values(settings))
+        spec = wb.models.resolve(settings.get("model"))
+    except USER_ERRORS as e:
+        await show_error(f"Settings not valid: {e}")
+        return
+    if spec != cl.user_session.get("loaded_model"):
+        cl.user_session.set("loaded_model", spec)
+        try:  # load now, so the next reply does not wait, and say what the model is
+            about = await asyncio.to_thread(wb.models.describe, spec)
+        except USER_ERRORS as e:
+            await show_error(f"Cannot load that model: {e}")
+            return
+        await cl.Message(content=f"Model: **{wb.models.label(spec)}** · {about}",
+                         author="Settings").send()
+
+
+def current_settings() -> dict:
+    return cl.user_session.get("chat_settings") or {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages: /train goes to training; everything else to the profile's mode.
+
+
+@cl.on_message
+async def on_message(message: cl.Message) -> None:
+    text = message.content or ""
+    try:
+        if message.command == "train" or TRAIN_COMMAND.match(text):
+            if message.command == "train":
+                text = "/train " + text
+            await training.handle_command(wb, parse_train_command(text))
+        else:
+            await reply_to(text)
+    except USER_ERRORS as e:
+        await show_error(str(e))
+    except Exception as e:  # a bug, not bad input: log the traceback, show one line
+        log.exception("message handler failed")
+        await show_error(f"Something went wrong ({type(e).__name__}: {e}). The details are in "
+                         "the server log.")
+
+
+async def reply_to(text: str) -> None:
+    """One turn in the profile's mode: a refusal with its reason, or the streamed answer.
+    Bad input (an empty or over-long message, a bad seed, a model that cannot be loaded) raises
+    one of USER_ERRORS, which on_message shows as a message."""
+    mode = mode_of(cl.user_session.get("chat_profile"))
+    settings = current_settings()
+    history = cl.user_session.get("history") or []
+    cancel = threading.Event()
+    cl.user_session.set("cancel", cancel)
+    params = sampling_params(**sampling_values(settings))
+    spec = settings.get("model") or wb.models.default(mode)
+    if mode == "story":
+        reply = await asyncio.to_thread(wb.story, text, spec, params, cancel)
+    else:
+        reply = await asyncio.to_thread(wb.chat, text, history, mode, spec, params, cancel)
+
+    if reply.refused:
+        await cl.Message(content=f"{reply.refusal}\n\n> **Why:** {md_text(reply.reason)}").send()
+        if mode != "story":
+            history += [{"role": "user", "content": text},
+                        {"role": "assistant", "content": reply.refusal}]
+        return
+
+    msg = cl.Message(content="")
+    answer = ""
+    try:
+        answer = await stream_into(msg, reply)
+    except asyncio.CancelledError:  # the stop button: keep what was written, then let go
+        cancel.set()
+        answer = msg.content
+        if answer:
+            await msg.update()
+        raise
+    finally:
+        if mode != "story" and answer:
+            history += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
+            cl.user_session.set("history", history)
+    footer = reply_footer(reply, mode)
+    if footer:
+        await msg.stream_token(footer)
+    if not msg.content:
+        msg.content = "*(the model ended its answer without writing anything; try again, or " \
+                      "raise the temperature)*"
+    await msg.send()
+
+
+@cl.on_stop
+async def on_stop() -> None:
+    cancel_generation()
+
+
+def cancel_generation() -> None:
+    cancel = cl.user_session.get("cancel")
+    if cancel is not None:
+        cancel.set()
+
+
+# ---------------------------------------------------------------------------------------------
+# Training: the action buttons that training messages carry.
+
+
+@cl.action_callback("train_start")
+async def _train_start(action: cl.Action) -> None:
+    await training.start_from_action(wb, action.payload)
+
+
+@cl.action_callback("train_stop")
+async def _train_stop(action: cl.Action) -> None:
+    await training.stop(wb)
+
+
+@cl.action_callback("train_help")
+async def _train_help(action: cl.Action) -> None:
+    await training.show_help(wb)
+
+
+@cl.action_callback("use_model")
+async def _use_model(action: cl.Action) -> None:
+    spec = (action.payload or {}).get("spec")
+    settings = {**current_settings(), "model": spec}
+    try:
+        wb.models.resolve(spec)
+    except USER_ERRORS as e:
+        await show_error(str(e))
+        return
+    await cl.ChatSettings(settings_widgets(wb.models.choices(), settings)).send()
+    await settings_changed(settings)

@@ -1,0 +1,67 @@
+"""Words both UIs show, so the same figures read the same in each: mode names, durations,
+training progress, generation notices and tokens. Plain text; each UI escapes it for its markup.
+"""
+
+from __future__ import annotations
+
+from engine.assistant import CHAT_MODES
+from engine.jobs import ACTIVE
+
+# What a person sees for each of the engine's modes (engine.assistant.MODES, in its order):
+# Gradio's mode radio and Chainlit's chat profiles.
+MODE_LABELS = {"python": "Python assistant", "chat": "Free chat", "story": "Story"}
+CHAT_MODE_LABELS = {mode: MODE_LABELS[mode] for mode in CHAT_MODES}
+
+
+def format_duration(seconds) -> str:
+    """'42 s', '1 min 05 s', '1 h 02 min'; '–' when not known."""
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def progress_parts(st: dict) -> list[str]:
+    """A training status (app.training) as short phrases: ["Step 120/300", "loss 3.124",
+    "validation loss 3.301", "5,400 tokens/s", "ETA 42 s"] (or "took 2 min 05 s" once ended).
+    Numbers only; a UI adds the run's name and state in its own markup."""
+    parts = []
+    if st.get("max_steps"):
+        parts.append(f"Step {st.get('step') or 0:,}/{st['max_steps']:,}")
+    if st.get("loss") is not None:
+        parts.append(f"loss {st['loss']:.3f}")
+    if st.get("val_loss") is not None:
+        parts.append(f"validation loss {st['val_loss']:.3f}")
+    if st.get("tokens_per_s"):
+        parts.append(f"{st['tokens_per_s']:,.0f} tokens/s")
+    if st.get("state") in ACTIVE:
+        parts.append(f"ETA {format_duration(st.get('eta_s'))}")
+    elif st.get("elapsed_s"):
+        parts.append(f"took {format_duration(st['elapsed_s'])}")
+    return parts
+
+
+def notice_summary(notices) -> list[str]:
+    """Each distinct generation notice once, in order, with "(3 times)" when it repeated (a long
+    reply re-fills a small context window many times)."""
+    counts: dict[str, int] = {}
+    for n in notices or ():
+        counts[n] = counts.get(n, 0) + 1
+    return [n + (f" ({k} times)" if k > 1 else "") for n, k in counts.items()]
+
+
+def token_label(tokenizer, token_id: int) -> str:
+    """A token as a person can read it: spaces as '␣', newlines as '↵', tabs as '⇥', bytes that
+    are only part of a UTF-8 character as <0xNN>."""
+    data = tokenizer.token_bytes(token_id)
+    if token_id == tokenizer.eot_id:
+        return "<|endoftext|>"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "".join(f"<0x{b:02X}>" for b in data)
+    return text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅"
