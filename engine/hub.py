@@ -22,7 +22,7 @@ import torch
 from .checkpoint import Checkpoint
 from .config import GPT2_VOCAB_SIZE, GPTConfig
 from .errors import ModelLoadError
-from .fileio import atomic_directory
+from .fileio import atomic_directory, atomic_write_json
 from .model import GPT
 from .tokenizer import EOT, BPETokenizer, GPT2Tokenizer, Tokenizer
 
@@ -318,10 +318,6 @@ def to_transformers(model: GPT, eot_id: int):
     return hf.train(model.training)
 
 
-def _write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
 def export_transformers(checkpoint: Checkpoint, out_dir: Path | str) -> Path:
     """Write `checkpoint` as a transformers GPT-2 folder (float32 safetensors + config + tokenizer)
     that GPT2LMHeadModel.from_pretrained / AutoTokenizer.from_pretrained load, and so engines
@@ -336,8 +332,8 @@ def export_transformers(checkpoint: Checkpoint, out_dir: Path | str) -> Path:
                          "(an earlier export there would be replaced)")
     model, tok = checkpoint.model, checkpoint.tokenizer
     with atomic_directory(out_dir) as tmp:
-        _write_json(tmp / "config.json", hf_config(model.config, tok.eot_id))
-        _write_json(tmp / "generation_config.json",
+        atomic_write_json(tmp / "config.json", hf_config(model.config, tok.eot_id))
+        atomic_write_json(tmp / "generation_config.json",
                     {"bos_token_id": tok.eot_id, "eos_token_id": tok.eot_id})
         save_file(ours_to_hf(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         hf_tok = tok.to_hf()
@@ -345,15 +341,15 @@ def export_transformers(checkpoint: Checkpoint, out_dir: Path | str) -> Path:
         if isinstance(tok, GPT2Tokenizer):
             # Also the classic pair, for tools that read vocab.json + merges.txt.
             vocab, merges = _vocab_and_merges(hf_tok)
-            _write_json(tmp / "vocab.json", vocab)
+            atomic_write_json(tmp / "vocab.json", vocab)
             (tmp / "merges.txt").write_text(
                 "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
-        _write_json(tmp / "tokenizer_config.json", {
+        atomic_write_json(tmp / "tokenizer_config.json", {
             "tokenizer_class": "GPT2Tokenizer", "model_max_length": model.config.block_size,
             "bos_token": EOT, "eos_token": EOT, "unk_token": EOT, "add_prefix_space": False,
             "add_bos_token": False, "clean_up_tokenization_spaces": False,
         })
-        _write_json(tmp / "special_tokens_map.json",
+        atomic_write_json(tmp / "special_tokens_map.json",
                     {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT})
         if checkpoint.card:
             (tmp / "README.md").write_text(checkpoint.card, encoding="utf-8")

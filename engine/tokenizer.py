@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import base64
 import functools
-import json
 from pathlib import Path
 from typing import Iterable
+
+from .fileio import atomic_write_json
 
 EOT = "<|endoftext|>"
 ASSETS = Path(__file__).parent / "assets"
@@ -70,7 +71,7 @@ class GPT2Tokenizer(Tokenizer):
 
     def save(self, directory: Path) -> None:
         # The vocabulary is the vendored one; the checkpoint only records which tokenizer it uses.
-        _write_json(Path(directory) / "tokenizer_config.json", {"kind": self.kind})
+        atomic_write_json(Path(directory) / "tokenizer_config.json", {"kind": self.kind})
 
     def to_hf(self):
         """GPT-2's tokenizer.json, rebuilt from the vendored ranks (see gpt2_vocab_and_merges)."""
@@ -231,11 +232,7 @@ class BPETokenizer(Tokenizer):
     def save(self, directory: Path) -> None:
         directory = Path(directory)
         self._tok.save(str(directory / "tokenizer.json"))
-        _write_json(directory / "tokenizer_config.json", {"kind": self.kind})
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(directory / "tokenizer_config.json", {"kind": self.kind})
 
 
 def gpt2_tokenizer() -> GPT2Tokenizer:
