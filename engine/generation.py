@@ -81,18 +81,7 @@ class TextStream:
         param = next(model.parameters())
         device = param.device
         t0 = time.perf_counter()
-
-        ids = self.prompt_ids or [self.tokenizer.eot_id]  # empty prompt: start of a document
-        # Keep room for the output (up to half the window) so a long prompt does not force a
-        # re-encode after every token.
-        room = min(params.max_new_tokens, block // 2)
-        if len(ids) > block - room:
-            keep = block - room
-            stats.notices.append(
-                f"The prompt has {len(ids)} tokens; kept the last {keep} to fit the model's "
-                f"{block}-token context window.")
-            log.warning(stats.notices[-1])
-            ids = ids[-keep:]
+        ids = self._fitted_prompt(block)
 
         # Token ids in context, preallocated (one slot past the window for the token that fills
         # it) so each step writes one id instead of concatenating a new tensor.
@@ -139,26 +128,45 @@ class TextStream:
             if stats.new_tokens == params.max_new_tokens:
                 break  # skip the forward pass for a token we would not use
             with torch.inference_mode():
-                tokens[n] = token
-                n += 1
-                if cache.pos >= block:
-                    # Window full: re-encode the most recent half and continue from there.
-                    keep = block // 2
-                    tokens[:keep] = tokens[n - keep:n].clone()
-                    n = keep
-                    cache.reset()
-                    stats.notices.append(
-                        f"Reached the {block}-token context window; continuing from the last "
-                        f"{keep} tokens.")
-                    log.info(stats.notices[-1])
-                    logits = model(tokens[:n].view(1, -1), cache=cache, last_only=True)[0][0, -1]
-                else:
-                    logits = model(tokens[n - 1:n].view(1, 1), cache=cache, last_only=True)[0][0, -1]
+                logits, n = self._advance(tokens, n, token, cache)
         if stats.finish_reason != "stop":
             pending += decoder.decode(b"", final=True)
         stats.elapsed_s = time.perf_counter() - t0
         if pending:
             yield pending
+
+    def _fitted_prompt(self, block: int) -> list[int]:
+        """The prompt's ids, or its last ones (with a notice) when the whole would leave the
+        output less room than it asks for, up to half the window."""
+        ids = self.prompt_ids or [self.tokenizer.eot_id]  # empty prompt: start of a document
+        # Keep room for the output (up to half the window) so a long prompt does not force a
+        # re-encode after every token.
+        room = min(self.params.max_new_tokens, block // 2)
+        if len(ids) > block - room:
+            keep = block - room
+            self.stats.notices.append(
+                f"The prompt has {len(ids)} tokens; kept the last {keep} to fit the model's "
+                f"{block}-token context window.")
+            log.warning(self.stats.notices[-1])
+            ids = ids[-keep:]
+        return ids
+
+    def _advance(self, tokens: torch.Tensor, n: int, token: int, cache: KVCache) -> tuple[torch.Tensor, int]:
+        """Put token at position n and run the model on it (cached); returns the logits for the
+        next token and the new length. Call under torch.inference_mode()."""
+        block = self.model.config.block_size
+        tokens[n] = token
+        n += 1
+        if cache.pos < block:
+            return self.model(tokens[n - 1:n].view(1, 1), cache=cache, last_only=True)[0][0, -1], n
+        # Window full: re-encode the most recent half and continue from there.
+        keep = block // 2
+        tokens[:keep] = tokens[n - keep:n].clone()
+        cache.reset()
+        self.stats.notices.append(
+            f"Reached the {block}-token context window; continuing from the last {keep} tokens.")
+        log.info(self.stats.notices[-1])
+        return self.model(tokens[:keep].view(1, -1), cache=cache, last_only=True)[0][0, -1], keep
 
 
 def _find_stop(text: str, stops: Sequence[str]) -> int | None:
