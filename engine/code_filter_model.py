@@ -96,6 +96,21 @@ class SentenceEncoder:
             return F.normalize(x.mean(0), dim=0)
 
 
+_SHARED: SentenceEncoder | None = None
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_encoder() -> SentenceEncoder:
+    """The process's one encoder (the filter and the docs retrieval both use it): loaded on first
+    use (about a second, 90 MB of weights), once, even with several threads asking."""
+    global _SHARED
+    if _SHARED is None:
+        with _SHARED_LOCK:
+            if _SHARED is None:
+                _SHARED = SentenceEncoder()
+    return _SHARED
+
+
 class EmbeddingHead:
     """Encoder + trained logistic regression: text -> log-odds that it is about programming."""
 
@@ -106,17 +121,10 @@ class EmbeddingHead:
             self.band, self.scale = float(head["band"]), float(head["scale"])
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{head_file}: cannot read the code filter's model head ({e})") from None
-        self._encoder: SentenceEncoder | None = None
-        self._lock = threading.Lock()
 
     @property
     def encoder(self) -> SentenceEncoder:
-        # Loaded on first use (about a second), once, even with several threads asking.
-        if self._encoder is None:
-            with self._lock:
-                if self._encoder is None:
-                    self._encoder = SentenceEncoder()
-        return self._encoder
+        return shared_encoder()
 
     def logit(self, text: str) -> float:
         e = self.encoder.encode(text)

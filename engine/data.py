@@ -218,7 +218,19 @@ def _example(row: object, where: str) -> tuple[str, str]:
             raise DataError(f"{where}: field {key!r} is missing or empty")
     if context is not None and not isinstance(context, str):
         raise DataError(f"{where}: field {fields[1]!r} must be a string, got {type(context).__name__}")
-    return format_example(instruction, context or "", response)
+    return format_example(instruction, context or "", response, _history(row.get("history"), where))
+
+
+def _history(value: object, where: str) -> tuple[tuple[str, str], ...]:
+    """Optional earlier exchanges of a multi-turn example: [{"instruction", "output"}, ...]."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(
+            isinstance(h, dict) and isinstance(h.get("instruction"), str)
+            and isinstance(h.get("output"), str) for h in value):
+        raise DataError(f"{where}: field 'history' must be a list of "
+                        "{'instruction': str, 'output': str} objects")
+    return tuple((h["instruction"], h["output"]) for h in value)
 
 
 # ---------------------------------------------------------------------------------------------

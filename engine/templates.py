@@ -21,6 +21,15 @@ def format_prompt(instruction: str, input: str = "") -> str:
     return text + RESPONSE
 
 
-def format_example(instruction: str, input: str, output: str) -> tuple[str, str]:
-    """(prompt, response) for one training example; loss is taken on the response only."""
-    return format_prompt(instruction, input), output.strip()
+def format_exchange(instruction: str, response: str) -> str:
+    """One earlier exchange of a conversation, as the prompt carries it before the new question."""
+    return format_prompt(instruction) + response.strip() + "\n\n"
+
+
+def format_example(instruction: str, input: str, output: str,
+                   history: tuple[tuple[str, str], ...] = ()) -> tuple[str, str]:
+    """(prompt, response) for one training example; loss is taken on the response only.
+    `history` holds earlier (instruction, response) exchanges, oldest first, which the prompt
+    carries before the new instruction as chat does (engine.assistant.build_prompt)."""
+    prefix = "".join(format_exchange(q, a) for q, a in history)
+    return prefix + format_prompt(instruction, input), output.strip()
