@@ -39,7 +39,7 @@ def app(tmp_path_factory):
     demo, url = start_server(wb)
     yield wb, url
     try:
-        wb.jobs.stop(wait=30)
+        wb.training.jobs.stop(wait=30)
     finally:
         demo.close()
 
@@ -234,7 +234,7 @@ def test_training_run_from_the_browser(app, browser):
     wait_for(lambda: "e2e-run" in css(browser, "#train-status").text, 30, what="the job to start")
 
     def curve_points():
-        status = wb.training_status()
+        status = wb.training.status()
         return len(status["curve"]) >= 2 and "loss" in css(browser, "#train-status").text \
             and status
 
@@ -249,13 +249,13 @@ def test_training_run_from_the_browser(app, browser):
     css(browser, "#train-stop").click()
     wait_for(lambda: "stopped" in css(browser, "#train-status").text, 90,
              what="the run to stop")
-    assert wb.training_status()["state"] == "stopped"
+    assert wb.training.status()["state"] == "stopped"
 
     open_app(browser, url)  # a reload reconnects to the job's state
     open_tab(browser, "train", "#train-status")
     wait_for(lambda: "e2e-run" in css(browser, "#train-status").text
              and "stopped" in css(browser, "#train-status").text, 30, what="the job after reload")
-    assert any(label == "e2e-run (run)" for label, _ in wb.model_choices())
+    assert any(label == "e2e-run (run)" for label, _ in wb.models.choices())
     css(browser, "#model").click()
     wait_for(lambda: "e2e-run (run)" in browser.find_element(By.CSS_SELECTOR, "body").text, 10,
              what="the run in the model picker")
@@ -263,7 +263,7 @@ def test_training_run_from_the_browser(app, browser):
     css(browser, "#model input").send_keys(Keys.ESCAPE)
 
     # Resume it for a few more steps; it finishes there.
-    step = wb.training_status()["step"]
+    step = wb.training.status()["step"]
     css(browser, "#train-resume-box").click()
     wait_for(lambda: "e2e-run" in css(browser, "#train-resume-run input").get_attribute("value"),
              10, what="the run to resume")
@@ -271,5 +271,5 @@ def test_training_run_from_the_browser(app, browser):
     css(browser, "#train-resume").click()
     wait_for(lambda: "finished" in css(browser, "#train-status").text, 120, interval=0.5,
              what="the resumed run to finish")
-    status = wb.training_status()
+    status = wb.training.status()
     assert status["state"] == "finished" and status["step"] == step + 3
