@@ -109,7 +109,6 @@ class Controls:
     controls (name -> component, in app.limits.SAMPLING order)."""
 
     model: gr.Dropdown
-    model_info: gr.Markdown
     sampling: dict
 
     def inputs(self, *components) -> dict:

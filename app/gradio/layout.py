@@ -67,7 +67,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
             refresh = gr.Button("Refresh the list", size="sm", elem_id="model-refresh")
             gr.Markdown("### Sampling")
             sampling = sampling_components()
-        controls = Controls(model=model, model_info=info, sampling=sampling)
+        controls = Controls(model=model, sampling=sampling)
 
         gr.Markdown(f"# {TITLE}\n{INTRO}", elem_id="header")
         with gr.Tabs(elem_id="tabs"):

@@ -138,6 +138,30 @@ def switch_source(source):
     return [gr.update(visible=source == s) for s in SOURCES]
 
 
+def resume_box(runs: list[str], allowed: bool):
+    """The "Resume a run" accordion: (run dropdown, step box, button)."""
+    with gr.Accordion("Resume a run", open=False, elem_id="train-resume-box"):
+        run = gr.Dropdown(runs, value=runs[0] if runs else None, label="Run",
+                          allow_custom_value=True, elem_id="train-resume-run",
+                          interactive=allowed)
+        with gr.Row():
+            steps = gr.Number(None, label="Train until step (empty: as before)", precision=0,
+                              elem_id="train-resume-steps", interactive=allowed)
+            button = gr.Button("Resume", elem_id="train-resume", interactive=allowed)
+    return run, steps, button
+
+
+def job_view():
+    """The job as it runs: (status line, loss curve, sample generations)."""
+    status = gr.Markdown("", elem_id="train-status")
+    curve = gr.LinePlot(None, x="step", y="loss", color="split", title="Loss", height=300,
+                        elem_id="train-curve", x_axis_format="d", y_title="loss (cross-entropy)",
+                        color_map={"train": "#6366f1", "validation": "#f97316"})
+    samples = gr.Textbox(label="Sample generations (newest first)", lines=8, max_lines=16,
+                         interactive=False, elem_id="train-samples")
+    return status, curve, samples
+
+
 def number_box(name: str, value, allowed: bool) -> gr.Number:
     limit = TRAINING[name]
     return gr.Number(value, label=limit.label, precision=0 if limit.integer else None,
@@ -156,7 +180,6 @@ def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
     corpora = wb.training.corpora()
     values = dict(zip(FIELDS, preset_values(wb, default_preset)))
     init_choices = [NEW_MODEL, *wb.models.choices()]
-    runs = wb.training.resumable_runs()
     with gr.Row(equal_height=False):
         # Left: what to train. Right: the job as it runs (visible without scrolling).
         with gr.Column(scale=5, min_width=380):
@@ -194,24 +217,10 @@ def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
                                       interactive=allowed)
                 stop_btn = gr.Button("Stop (saves a checkpoint)", variant="stop",
                                      elem_id="train-stop", interactive=False)
-            with gr.Accordion("Resume a run", open=False, elem_id="train-resume-box"):
-                resume_run = gr.Dropdown(runs, value=runs[0] if runs else None, label="Run",
-                                         allow_custom_value=True, elem_id="train-resume-run",
-                                         interactive=allowed)
-                with gr.Row():
-                    resume_steps = gr.Number(None, label="Train until step (empty: as before)",
-                                             precision=0, elem_id="train-resume-steps",
-                                             interactive=allowed)
-                    resume_btn = gr.Button("Resume", elem_id="train-resume",
-                                           interactive=allowed)
+            resume_run, resume_steps, resume_btn = resume_box(wb.training.resumable_runs(),
+                                                              allowed)
         with gr.Column(scale=7, min_width=420):
-            status = gr.Markdown("", elem_id="train-status")
-            curve = gr.LinePlot(None, x="step", y="loss", color="split",
-                                title="Loss", height=300, elem_id="train-curve",
-                                x_axis_format="d", y_title="loss (cross-entropy)",
-                                color_map={"train": "#6366f1", "validation": "#f97316"})
-            samples = gr.Textbox(label="Sample generations (newest first)", lines=8,
-                                 max_lines=16, interactive=False, elem_id="train-samples")
+            status, curve, samples = job_view()
     seen = gr.State({})
     timer = gr.Timer(1.0)
 
