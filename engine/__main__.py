@@ -22,10 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue  # shared helpers, not commands
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
         doc = (module.__doc__ or "").strip()
         summary = doc.splitlines()[0] if doc else ""
-        p = sub.add_parser(info.name, help=summary, description=doc,
+        p = sub.add_parser(info.name.replace("_", "-"), help=summary, description=doc,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)

@@ -39,7 +39,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 from .code_filter import CodeQuestionFilter, FilterDecision, default_filter
 from .generation import GenerationStats, TextStream, stream
 from .sampling import SamplingParams
-from .templates import STOP, format_prompt
+from .templates import STOP, format_exchange, format_prompt
 
 CHAT_MODES = ("python", "chat")  # modes that take a conversation
 MODES = (*CHAT_MODES, "story")  # "story" continues the latest message alone
@@ -73,6 +73,7 @@ class Reply:
     prompt: str = ""  # the exact text given to the model ("" when refused)
     notices: list[str] = field(default_factory=list)  # e.g. the conversation was trimmed
     stream: TextStream | None = None
+    sources: list = field(default_factory=list)  # retrieval.Passage: the docs in the prompt
 
     @property
     def reason(self) -> str:
@@ -96,20 +97,27 @@ class Reply:
 
 def respond(conversation: Sequence[Mapping], mode: str, checkpoint, params: SamplingParams | None = None,
             *, cancel: threading.Event | Callable[[], bool] | None = None,
-            code_filter: CodeQuestionFilter | None = None, system: str = "") -> Reply:
-    """Refuse (python mode, not a programming question) or start streaming the answer."""
+            code_filter: CodeQuestionFilter | None = None, system: str = "",
+            index=None) -> Reply:
+    """Refuse (python mode, not a programming question) or start streaming the answer.
+
+    In python mode a model trained to answer from documentation (`checkpoint.grounding ==
+    "python-docs"`, the bundled python-assistant) gets the passages that `index` (default: the
+    bundled docs index, engine.retrieval) finds for the question in its prompt, and
+    `reply.sources` lists them. Any other model answers from its weights alone, and a notice
+    says that the answer has no sources."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
     if params is not None and not isinstance(params, SamplingParams):
         raise ValueError(f"params must be a SamplingParams, got {type(params).__name__}")
     if not hasattr(checkpoint, "model") or not hasattr(checkpoint, "tokenizer"):
         raise ValueError("checkpoint must have .model and .tokenizer (load one with "
-                         "engine.models.load_model or ModelCache.get)")
+                         "engine.loading.load_model or ModelCache.get)")
     params = params or SamplingParams()
     turns = normalize_conversation(conversation)
     reply = Reply(mode=mode)
+    earlier = [t["content"] for t in turns[:-1] if t["role"] == "user"]
     if mode == "python":
-        earlier = [t["content"] for t in turns[:-1] if t["role"] == "user"]
         reply.decision = (code_filter or default_filter()).classify(turns[-1]["content"], history=earlier)
         if not reply.decision.is_coding:
             reply.refused = True
@@ -119,12 +127,53 @@ def respond(conversation: Sequence[Mapping], mode: str, checkpoint, params: Samp
     if mode == "story":
         reply.prompt = turns[-1]["content"]
     else:
-        reply.prompt, reply.notices = build_prompt(turns, tokenizer, model.config.block_size,
-                                                   params.max_new_tokens, system=system)
+        sources = []
+        if mode == "python":
+            sources = _sources(turns[-1]["content"], earlier, checkpoint, index, reply.notices)
+        reply.prompt, reply.sources, notices = _fit_prompt(
+            turns, sources, tokenizer, model.config.block_size, params.max_new_tokens, system)
+        reply.notices.extend(notices)
         params = params.replace(stop=params.stop + tuple(s for s in STOP if s not in params.stop))
     reply.stream = stream(model, tokenizer, reply.prompt, params, cancel)
     reply.stream.stats.notices.extend(reply.notices)
     return reply
+
+
+UNGROUNDED_NOTICE = ("This model was not trained to answer from the Python documentation, so its "
+                     "answer has no sources; the bundled python-assistant answers from the docs.")
+
+
+def _sources(question: str, earlier: list[str], checkpoint, index, notices: list[str]) -> list:
+    """The passages for a grounded model's prompt ([] and a notice for any other model)."""
+    if getattr(checkpoint, "grounding", "") != "python-docs":
+        notices.append(UNGROUNDED_NOTICE)
+        return []
+    from .retrieval import PROMPT_PASSAGES, default_index
+
+    index = index or default_index()
+    return [h.passage for h in index.search(question, history=earlier, k=PROMPT_PASSAGES)]
+
+
+def _fit_prompt(turns, sources, tokenizer, block_size, max_new_tokens, system):
+    """build_prompt with as many of the sources as fit (the best first); the question itself
+    must fit without any (build_prompt's ValueError says by how much it does not)."""
+    from .retrieval import format_context
+
+    for n in range(len(sources), 0, -1):
+        try:
+            prompt, notices = build_prompt(turns, tokenizer, block_size, max_new_tokens, system,
+                                           context=format_context(sources[:n]))
+        except ValueError:
+            continue
+        if n < len(sources):
+            notices.append(f"Used the {n} best of {len(sources)} documentation passages to fit "
+                           f"the model's {block_size}-token context window.")
+        return prompt, sources[:n], notices
+    prompt, notices = build_prompt(turns, tokenizer, block_size, max_new_tokens, system)
+    if sources:
+        notices.append(f"Left out the documentation passages: with this question they do not fit "
+                       f"the model's {block_size}-token context window.")
+    return prompt, [], notices
 
 
 def normalize_conversation(conversation: Sequence[Mapping]) -> list[dict]:
@@ -187,8 +236,9 @@ def _exchanges(turns: list[dict]) -> list[tuple[str, str]]:
 
 
 def build_prompt(conversation: Sequence[Mapping], tokenizer, block_size: int, max_new_tokens: int,
-                 system: str = "") -> tuple[str, list[str]]:
-    """The templated prompt for a conversation, trimmed to fit; returns (prompt, notices)."""
+                 system: str = "", context: str = "") -> tuple[str, list[str]]:
+    """The templated prompt for a conversation, trimmed to fit; returns (prompt, notices).
+    `context` (documentation passages) goes with the latest question, as its Input block."""
     turns = normalize_conversation(conversation)
     # The latest question: the user's trailing turns (several in a row are one question).
     start = len(turns)
@@ -197,7 +247,7 @@ def build_prompt(conversation: Sequence[Mapping], tokenizer, block_size: int, ma
     latest = "\n\n".join(t["content"].strip() for t in turns[start:] if t["content"].strip())
     past = _exchanges(turns[:start])
     head = f"{system.strip()}\n\n" if system and system.strip() else ""
-    tail = format_prompt(latest)
+    tail = format_prompt(latest, context)
     room = min(max_new_tokens, block_size // 2)  # what generation.stream keeps for the answer
     budget = block_size - room
     fixed = len(tokenizer.encode(head + tail))
@@ -206,7 +256,7 @@ def build_prompt(conversation: Sequence[Mapping], tokenizer, block_size: int, ma
             f"The message is too long for this model: it needs {fixed} tokens with the template, "
             f"but the {block_size}-token context window leaves {budget} after reserving {room} "
             f"for the answer. Shorten it by about {fixed - budget} tokens, or ask for a shorter answer (max_new_tokens).")
-    blocks = [format_prompt(q) + a + "\n\n" for q, a in past]
+    blocks = [format_exchange(q, a) for q, a in past]
     # Estimate from per-block counts (newest first), then check the real prompt below.
     keep, used = 0, fixed
     for block in reversed(blocks):

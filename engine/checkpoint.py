@@ -42,6 +42,9 @@ class Checkpoint:
     tokenizer: Tokenizer
     path: Path
     card: str = ""
+    # What the model was trained to use at chat time: "python-docs" when its prompts carry
+    # documentation passages (engine.assistant grounds its answers); "" for a plain model.
+    grounding: str = ""
 
     @property
     def config(self) -> GPTConfig:
@@ -204,4 +207,23 @@ def load_checkpoint(path: Path | str, device: str | torch.device = "cpu",
     model.to(device=device, dtype=dtype).eval()
     card_file = path / "README.md"
     card = card_file.read_text(encoding="utf-8", errors="replace") if card_file.is_file() else ""
-    return Checkpoint(model=model, tokenizer=tokenizer, path=path, card=card)
+    return Checkpoint(model=model, tokenizer=tokenizer, path=path, card=card,
+                      grounding=read_grounding(path))
+
+
+ASSISTANT_FILE = "assistant.json"  # {"grounding": "python-docs"}: how chat should prompt it
+GROUNDINGS = ("", "python-docs")
+
+
+def read_grounding(path: Path) -> str:
+    """The checkpoint's grounding ("" when it has no assistant.json)."""
+    file = path / ASSISTANT_FILE
+    if not file.is_file():
+        return ""
+    try:
+        value = json.loads(file.read_text(encoding="utf-8")).get("grounding", "")
+    except (OSError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{file}: not a JSON object ({e})") from None
+    if value not in GROUNDINGS:
+        raise CheckpointError(f"{file}: grounding must be one of {GROUNDINGS}, got {value!r}")
+    return value

@@ -71,29 +71,43 @@ class SentenceEncoder:
 
     def encode(self, text: str):
         """One text -> a unit vector (torch tensor of shape (384,))."""
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: Sequence[str]):
+        """Texts -> unit vectors (shape (len(texts), 384)); padded to the longest, masked."""
         torch, w = self.torch, self.w
         F = torch.nn.functional
-        ids = torch.tensor(self.tokenizer.encode(text).ids, dtype=torch.long)
+        encs = [self.tokenizer.encode(t).ids for t in texts]
+        T = max(len(e) for e in encs)
+        ids = torch.zeros(len(encs), T, dtype=torch.long)
+        mask = torch.zeros(len(encs), T, dtype=torch.bool)
+        for i, e in enumerate(encs):
+            ids[i, : len(e)] = torch.tensor(e, dtype=torch.long)
+            mask[i, : len(e)] = True
         with torch.inference_mode():
             x = (w["embeddings.word_embeddings.weight"][ids]
-                 + w["embeddings.position_embeddings.weight"][: len(ids)]
+                 + w["embeddings.position_embeddings.weight"][:T]
                  + w["embeddings.token_type_embeddings.weight"][0])
             x = F.layer_norm(x, x.shape[-1:], w["embeddings.LayerNorm.weight"],
                              w["embeddings.LayerNorm.bias"], self.eps)
-            T, C = x.shape
+            B, T, C = x.shape
+            keys = mask[:, None, None, :]  # padding is never attended to
             for i in range(self.n_layer):
                 p = f"encoder.layer.{i}."
                 q, k, v = (F.linear(x, w[p + f"attention.self.{n}.weight"], w[p + f"attention.self.{n}.bias"])
-                           .view(T, self.n_head, C // self.n_head).transpose(0, 1) for n in ("query", "key", "value"))
-                a = F.scaled_dot_product_attention(q, k, v).transpose(0, 1).reshape(T, C)
-                a = F.linear(a, w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"])
+                           .view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+                           for n in ("query", "key", "value"))
+                a = F.scaled_dot_product_attention(q, k, v, attn_mask=keys)
+                a = F.linear(a.transpose(1, 2).reshape(B, T, C), w[p + "attention.output.dense.weight"],
+                             w[p + "attention.output.dense.bias"])
                 x = F.layer_norm(x + a, (C,), w[p + "attention.output.LayerNorm.weight"],
                                  w[p + "attention.output.LayerNorm.bias"], self.eps)
                 h = F.gelu(F.linear(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"]))
                 h = F.linear(h, w[p + "output.dense.weight"], w[p + "output.dense.bias"])
                 x = F.layer_norm(x + h, (C,), w[p + "output.LayerNorm.weight"],
                                  w[p + "output.LayerNorm.bias"], self.eps)
-            return F.normalize(x.mean(0), dim=0)
+            m = mask[..., None].to(x.dtype)
+            return F.normalize((x * m).sum(1) / m.sum(1), dim=-1)
 
 
 _SHARED: SentenceEncoder | None = None

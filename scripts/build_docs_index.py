@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import sys
 import time
@@ -214,10 +215,12 @@ def write(passages: list[dict], out: Path) -> dict:
     lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in passages)
     (out / "passages.jsonl").write_text(lines, encoding="utf-8")
     digest = hashlib.sha256(lines.encode()).hexdigest()
-    enc = shared_encoder()
-    vecs = torch.stack([enc.encode(embed_text(p)) for p in tqdm(passages, desc="embedding")])
+    enc, texts, batch = shared_encoder(), [embed_text(p) for p in passages], 32
+    vecs = torch.cat([enc.encode_batch(texts[i:i + batch])
+                      for i in tqdm(range(0, len(texts), batch), desc="embedding", unit="batch")])
     save_file({"embeddings": vecs.half().contiguous()}, str(out / "embeddings.safetensors"),
               metadata={"model": MODEL_NAME, "passages_sha256": digest})
+    os.chmod(out / "embeddings.safetensors", 0o644)  # safetensors writes 0600
     kinds: dict[str, int] = {}
     for p in passages:
         kinds[p["kind"]] = kinds.get(p["kind"], 0) + 1

@@ -1,8 +1,9 @@
 """Copy a finished run's best checkpoint into checkpoints/<name> with its model card.
 
     python scripts/publish_bundled.py story runs/bundled/story
-    python scripts/publish_bundled.py python-assistant runs/bundled/python-assistant \
-        --pretrain-run runs/bundled/python-docs
+    python scripts/publish_bundled.py python-assistant runs/bundled/python-grounded \
+        --pretrain-run runs/bundled/python-docs --sft-run runs/bundled/python-sft \
+        --eval runs/bundled/eval-assistant.json
 
 The card is written from the run's own records (metrics.jsonl, train_config.json) plus sample
 outputs generated here with fixed seeds, so every number in it is measured, none typed in.
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.assistant import respond  # noqa: E402
-from engine.checkpoint import load_checkpoint  # noqa: E402
+from engine.checkpoint import ASSISTANT_FILE, load_checkpoint  # noqa: E402
 from engine.fileio import atomic_directory  # noqa: E402
 from engine.generation import stream  # noqa: E402
 from engine.sampling import SamplingParams  # noqa: E402
@@ -39,18 +40,24 @@ ABOUT = {
         prompts=["The king", "Once upon a time", "My lord, the"],
     ),
     "python-assistant": dict(
-        title="python-assistant: a tiny Python question-answering model",
-        use="The Python-assistant chat mode: it answers short Python questions in the style of "
-            "the Python documentation. It is very small, so answers are often wrong or garbled; "
-            "it shows the whole pipeline (pretraining, instruction tuning, filtered chat) "
-            "working offline, it is not a source of truth.",
+        title="python-assistant: a tiny Python assistant that answers from the documentation",
+        use="The Python-assistant chat mode. Each question retrieves three passages of the "
+            "bundled Python 3.11 documentation (engine/retrieval.py: BM25 fused with a sentence "
+            "model over data/python/index/) and the model answers from them: it names the API, "
+            "says what the passage says and shows a short example; the apps list the passages "
+            "as sources. The sources are the docs; the prose is a 4M-parameter model's, so read "
+            "the sources when it matters.",
         data="Pretraining: `data/python/docs.txt` (the Python 3.11 tutorial, FAQ, HOWTOs, glossary "
              "and common library pages, from Debian's python3.11-doc). Instruction tuning: "
-             "`data/python/qa.jsonl`, question/answer pairs built from the FAQ and the docs "
-             "(validation on the held-out `qa_val.jsonl`). PSF licence, see "
-             "data/python/LICENSE-PSF.txt.",
-        prompts=["How do I reverse a list?", "What does str.split do?",
+             "`data/python/qa.jsonl` (question/answer pairs from the docs), then grounded "
+             "instruction data made by scripts/build_grounded_sft.py from the docs index alone "
+             "(how-to questions derived from each entry's own words, its name or its title, the "
+             "passages the retriever finds for them in the prompt, answers built from the "
+             "passage; about one in five with an earlier exchange). No evaluation question was "
+             "used. PSF licence, see data/python/LICENSE-PSF.txt.",
+        prompts=["How do I reverse a list?", "How do I read a file line by line?",
                  "What is a KeyError?"],
+        grounding="python-docs",
     ),
 }
 
@@ -76,8 +83,11 @@ def samples(name: str, path: Path) -> list[tuple[str, str]]:
         if name == "story":
             text = stream(ckpt.model, ckpt.tokenizer, prompt, params).text()
         else:
+            ckpt.grounding = ABOUT[name].get("grounding", "")
             reply = respond([{"role": "user", "content": prompt}], "python", ckpt, params)
             text = reply.refusal if reply.refused else "".join(reply)
+            if reply.sources:
+                text += "\n\n(sources: " + "; ".join(p.title for p in reply.sources) + ")"
         out.append((prompt, text.strip()))
     return out
 
@@ -102,6 +112,8 @@ def main() -> None:
     ap.add_argument("name", choices=sorted(ABOUT))
     ap.add_argument("run", type=Path)
     ap.add_argument("--pretrain-run", type=Path)
+    ap.add_argument("--sft-run", type=Path, help="a first instruction-tuning run (before --run)")
+    ap.add_argument("--eval", type=Path, help="JSON printed by `python -m engine eval-assistant`")
     args = ap.parse_args()
 
     best = args.run / "checkpoints" / "best"
@@ -121,9 +133,28 @@ def main() -> None:
              "## Training", ""]
     if args.pretrain_run:
         lines += stage_lines("pretraining", run_summary(args.pretrain_run), c.block_size)
+    if args.sft_run:
+        lines += stage_lines("instruction tuning", run_summary(args.sft_run), c.block_size)
+    if args.sft_run:
+        lines += [f"- context window extended to {c.block_size} tokens "
+                  "(scripts/extend_context.py: new position embeddings, the rest kept)"]
+        lines += stage_lines("grounded instruction tuning", final, c.block_size)
+    elif args.pretrain_run:
         lines += stage_lines("instruction tuning", final, c.block_size)
     else:
         lines += stage_lines("pretraining", final, c.block_size)
+    if args.eval:
+        e = json.loads(args.eval.read_text())
+        lines += ["", "## Evaluation", "",
+                  f"`python -m engine eval-assistant --split {e['split']}` on {e['questions']} "
+                  "held-out how-to questions written for this project "
+                  "(benchmarks/data/assistant_questions.jsonl; never used for training data), "
+                  f"greedy decoding, {e['sampling']['max_new_tokens']} new tokens at most:", "",
+                  f"- a right API among the three sources (recall@3): {e['recall_at_3']:.1%}",
+                  f"- the reply names a right API: {e['named_in_reply']:.1%}",
+                  f"- code blocks that parse: {e['code_blocks_parse']:.1%} of {e['code_blocks']}",
+                  f"- time to first token: median {e['ttft_median_ms']:.0f} ms "
+                  f"(90th percentile {e['ttft_p90_ms']:.0f} ms) on a 2-core CPU"]
     size_mb = (best / "model.safetensors").stat().st_size / 1e6
     lines += ["", f"Weights: {size_mb:.1f} MB (float32 safetensors). The times above were measured "
               "on a shared 2-core CPU while other jobs ran; the commands are as the runs recorded "
@@ -142,6 +173,9 @@ def main() -> None:
             if (best / f).exists():
                 shutil.copy2(best / f, tmp / f)
         (tmp / "README.md").write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+        if about.get("grounding"):
+            (tmp / ASSISTANT_FILE).write_text(
+                json.dumps({"grounding": about["grounding"]}) + "\n", encoding="utf-8")
     print(f"published {dest}")
 
 

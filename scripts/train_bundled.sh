@@ -19,6 +19,9 @@ COMMON=(--n-layer 4 --n-head 4 --block-size 256 --tokenizer bpe --batch-size 16 
         --save-every 100 --log-every 10 --seed 1337 --no-progress)
 STORY_SHAPE=("${COMMON[@]}" --n-embd 192 --vocab-size 2048 --lr 2e-3)
 PYTHON_SHAPE=("${COMMON[@]}" --n-embd 256 --vocab-size 4096 --lr 1.5e-3)
+GROUNDED_SFT=(--batch-size 16 --lr 1e-3 --min-lr-ratio 0.1 --warmup-steps 50 --max-steps 1200
+              --weight-decay 0.0 --eval-every 100 --eval-batches 10 --save-every 100
+              --log-every 10 --seed 1337 --no-progress --sample-prompt "How do I reverse a list?")
 
 story() {
   "$py" -m engine train --data data/stories/stories.txt --out "$runs/story" "${STORY_SHAPE[@]}" \
@@ -30,12 +33,22 @@ python_assistant() {
   "$py" -m engine train --data data/python/docs.txt --out "$runs/python-docs" "${PYTHON_SHAPE[@]}" \
     --max-steps 1200 --sample-prompt "A list is" --force
   "$py" -m engine train --data data/python/qa.jsonl --val-data data/python/qa_val.jsonl \
-    --out "$runs/python-assistant" --init-from "$runs/python-docs" --mode sft \
+    --out "$runs/python-sft" --init-from "$runs/python-docs" --mode sft \
     --batch-size 16 --lr 1e-3 --min-lr-ratio 0.1 --warmup-steps 20 --max-steps 500 \
     --weight-decay 0.0 --eval-every 100 --eval-batches 10 --save-every 100 --log-every 10 \
     --seed 1337 --no-progress --sample-prompt "How do I reverse a list?" --force
-  "$py" scripts/publish_bundled.py python-assistant "$runs/python-assistant" \
-    --pretrain-run "$runs/python-docs"
+  # Grounding: a 768-token window (three doc passages, the question, the previous exchange and
+  # the answer), then instruction data whose prompts carry the passages the retriever finds.
+  # data/python/index/ ships; scripts/build_docs_index.py rebuilds it from python3.11-doc.
+  "$py" scripts/extend_context.py "$runs/python-sft" "$runs/python-ext768" --block-size 768
+  "$py" scripts/build_grounded_sft.py --out "$runs/grounded"
+  "$py" -m engine train --data "$runs/grounded/train.jsonl" --val-data "$runs/grounded/val.jsonl" \
+    --out "$runs/python-grounded" --init-from "$runs/python-ext768" --mode sft \
+    "${GROUNDED_SFT[@]}" --force
+  "$py" -m engine eval-assistant --model "$runs/python-grounded" --grounding python-docs --split test \
+    > "$runs/eval-assistant.json"
+  "$py" scripts/publish_bundled.py python-assistant "$runs/python-grounded" \
+    --pretrain-run "$runs/python-docs" --sft-run "$runs/python-sft" --eval "$runs/eval-assistant.json"
 }
 
 story &

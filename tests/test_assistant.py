@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine.assistant import (REFUSAL, Reply, build_prompt, is_refusal, normalize_conversation,
-                              respond)
+from engine.assistant import (REFUSAL, UNGROUNDED_NOTICE, Reply, build_prompt, is_refusal,
+                              normalize_conversation, respond)
 from engine.code_filter import CodeQuestionFilter
 from engine.sampling import SamplingParams
 from engine.templates import STOP, format_prompt
@@ -81,7 +81,9 @@ def test_python_question_streams_from_the_template(ckpt):
 def test_follow_up_is_answered_in_python_mode(roomy_ckpt):
     conv = [user(PY_Q), bot("Use reversed(x) or x[::-1]."), user("and for the keys?")]
     reply = respond(conv, "python", roomy_ckpt, SamplingParams(max_new_tokens=2, seed=0), code_filter=RULES)
-    assert not reply.refused and reply.decision.follow_up and reply.notices == []
+    # The tiny model was not trained on documentation: no sources, and the reply says so.
+    assert not reply.refused and reply.decision.follow_up and reply.notices == [UNGROUNDED_NOTICE]
+    assert reply.sources == []
     assert reply.prompt == (format_prompt(PY_Q) + "Use reversed(x) or x[::-1].\n\n"
                             + format_prompt("and for the keys?"))
 
