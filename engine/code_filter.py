@@ -296,45 +296,74 @@ class CodeQuestionFilter:
     # -------------------------------------------------------------------------------------------
 
     def _classify_one(self, text: str, use_model: bool = True) -> FilterDecision:
+        """One message on its own: the rules' evidence items (code, errors, vocabulary less the
+        words a trap sense explains, the senses themselves), another language, and when the
+        rules are unsure the sentence model; their weights add up to a logit."""
         if len(text) > MAX_CHARS:
             text = text[:MAX_CHARS // 2] + "\n" + text[-MAX_CHARS // 2:]
         if not text.strip():
             return FilterDecision(False, 0.0, "the message is empty")
-        low = text.lower()
         items: list[tuple[float, str, str]] = []  # (weight, evidence key, reason)
-        python_angle = False
+        hits, code_item, code_angle = self._code_evidence(text)  # 1. code in the message
+        errors, error_item, error_angle = self._error_evidence(text)  # 2. error names
+        items += [item for item in (code_item, error_item) if item is not None]
+        matched = self._vocabulary(text)  # 3. vocabulary groups
+        sense_items, cancelled = self._sense_evidence(text, matched, hits, errors)  # 4. the traps
+        items += sense_items
+        group_items, group_angle = self._group_evidence(matched, cancelled)
+        items += group_items
+        python_angle = code_angle or error_angle or group_angle
 
-        # 1. Code in the message.
-        hits = []
+        logit = BIAS + sum(w for w, _, _ in items)
+        # 5. Another language with no Python angle: decline, and say which.
+        senses_fired = {i[1] for i in items if i[1].startswith("sense:")}
+        language = None if python_angle else self._other_language(text, senses_fired)
+
+        # 6. The rules are unsure (little evidence either way): ask the sentence model, which
+        # only knows English (all-MiniLM-L6-v2); on other languages the rules decide alone.
+        if use_model and self.model is not None and not language and abs(logit) < self.model.band and _english(text):
+            opinion = self.model.scale * self.model.logit(text)
+            p = _sigmoid(opinion)
+            what = "a programming question" if opinion > 0 else "not about programming"
+            items.append((opinion, "model", f"reads like {what} (sentence model, p={p:.2f})"))
+            logit += opinion
+        return _decision(items, logit, language)
+
+    def _code_evidence(self, text: str) -> tuple[list, tuple | None, bool]:
+        """(the code patterns found, their evidence item or None, whether any is Python's)."""
+        hits, python_angle = [], False
         for name, weight, regex, angle in self.code_patterns:
             m = regex.search(text)
             if m:
                 hits.append((weight, name, m.group(0).strip()[:30]))
                 python_angle |= angle
-        if hits:
-            hits.sort(reverse=True)
-            total = min(hits[0][0] + 1.0 * (len(hits) - 1), 8.0)
-            shown = ", ".join(h[2] for h in hits[:2])
-            what = "Python code" if python_angle else "code"
-            items.append((total, "code", f"contains {what} ({shown})"))
+        if not hits:
+            return hits, None, python_angle
+        hits.sort(reverse=True)
+        total = min(hits[0][0] + 1.0 * (len(hits) - 1), 8.0)
+        shown = ", ".join(h[2] for h in hits[:2])
+        what = "Python code" if python_angle else "code"
+        return hits, (total, "code", f"contains {what} ({shown})"), python_angle
 
-        # 2. Error names: KeyError is Python's; TypeError could be JavaScript's too.
+    def _error_evidence(self, text: str) -> tuple[list[str], tuple | None, bool]:
+        """(the error names, their evidence item or None, whether they are Python's). KeyError
+        is Python's; TypeError could be JavaScript's too."""
         errors = [m.group(1) for m in self.error_regex.finditer(text)]
         py_errs = [self.python_errors[e.lower()] for e in errors if e.lower() in self.python_errors]
         other_errs = [e for e in errors if e.lower() not in self.python_errors and
                       (e.lower() in self.shared_errors or re.match(r"[A-Z]\w*[a-z][A-Z]", e))]
-        if "traceback (most recent call last)" in low:
+        if "traceback (most recent call last)" in text.lower():
             named = py_errs or other_errs
-            items.append((6.0, "traceback", "contains a Python traceback"
-                          + (f" ({named[0]})" if named else "")))
-            python_angle = True
-        elif py_errs:
-            items.append((4.5, "error", f"mentions a Python error ({py_errs[0]})"))
-            python_angle = True
-        elif other_errs:
-            items.append((3.0, "error", f"mentions an error ({other_errs[0]})"))
+            return errors, (6.0, "traceback", "contains a Python traceback"
+                            + (f" ({named[0]})" if named else "")), True
+        if py_errs:
+            return errors, (4.5, "error", f"mentions a Python error ({py_errs[0]})"), True
+        if other_errs:
+            return errors, (3.0, "error", f"mentions an error ({other_errs[0]})"), False
+        return errors, None, False
 
-        # 3. Vocabulary groups.
+    def _vocabulary(self, text: str) -> dict[str, list[str]]:
+        """The terms (and pattern matches) of each vocabulary group found in text."""
         matched: dict[str, list[str]] = {}
         for g in self.groups:
             found = []
@@ -346,9 +375,12 @@ class CodeQuestionFilter:
                 found.append(" ".join(pattern_hit.group(0).split())[:40])
             if found:
                 matched[g.name] = found
-        strong_other = sum(1 for name in STRONG_GROUPS if name in matched) + (1 if hits or errors else 0)
+        return matched
 
-        # 4. Word senses (the traps). A sense cancels its trigger word's evidence.
+    def _sense_evidence(self, text: str, matched: dict[str, list[str]], hits: list,
+                        errors: list[str]) -> tuple[list[tuple], set[str]]:
+        """Word senses (the traps): (their evidence items, the trigger words they explain). A
+        sense cancels its trigger word's evidence; senses of one word count once."""
         cancelled: set[str] = set()
         sense_items = []
         for s in self.senses:
@@ -374,13 +406,19 @@ class CodeQuestionFilter:
                 sense_items.append((max(s.weight, -1.5) if code else s.weight, f"sense:{s.word}", reason))
                 cancelled |= trig_set | {t.rstrip("s") for t in trig_set}
         # Senses of the same word (python: snake / Monty Python) count once.
-        seen_words = set()
+        items, seen_words = [], set()
         for item in sorted(sense_items):
             w = item[1].lower()
             if w not in seen_words:
                 items.append(item)
                 seen_words.add(w)
+        return items, cancelled
 
+    def _group_evidence(self, matched: dict[str, list[str]],
+                        cancelled: set[str]) -> tuple[list[tuple], bool]:
+        """(an evidence item per vocabulary group with terms left after the senses, whether
+        any of those groups gives the message a Python angle)."""
+        items, python_angle = [], False
         for g in self.groups:
             found = [t for t in matched.get(g.name, []) if t not in cancelled and t.rstrip("s") not in cancelled]
             if not found:
@@ -390,39 +428,7 @@ class CodeQuestionFilter:
                 continue  # context only (language_talk): it steers word senses, adds no score
             total = min(g.weight + 1.0 * (len(found) - 1), GROUP_CAP.get(g.name, g.weight))
             items.append((total, g.name, f"{g.label} ({', '.join(found[:3])})"))
-
-        logit = BIAS + sum(w for w, _, _ in items)
-        # 5. Another language with no Python angle: decline, and say which.
-        senses_fired = {i[1] for i in items if i[1].startswith("sense:")}
-        language = None if python_angle else self._other_language(text, senses_fired)
-
-        # 6. The rules are unsure (little evidence either way): ask the sentence model, which
-        # only knows English (all-MiniLM-L6-v2); on other languages the rules decide alone.
-        if use_model and self.model is not None and not language and abs(logit) < self.model.band and _english(text):
-            opinion = self.model.scale * self.model.logit(text)
-            p = _sigmoid(opinion)
-            what = "a programming question" if opinion > 0 else "not about programming"
-            items.append((opinion, "model", f"reads like {what} (sentence model, p={p:.2f})"))
-            logit += opinion
-
-        score = _sigmoid(logit)
-        items.sort(key=lambda i: -abs(i[0]))
-        evidence = tuple(f"{key}: {reason}" for _, key, reason in items)
-        if language:
-            return FilterDecision(False, min(score, 0.2), f"asks about {language}, not Python",
-                                  other_language=language, evidence=evidence)
-
-        if logit > 0:
-            positive = [r for w, _, r in items if w > 0]
-            return FilterDecision(True, score, "; ".join(positive[:2]), evidence=evidence)
-        negative = [r for w, _, r in items if w < 0]
-        if negative:
-            reason = negative[0]
-        elif items:
-            reason = f"too little programming evidence ({items[0][2]})"
-        else:
-            reason = "no sign of a programming question"
-        return FilterDecision(False, score, reason, evidence=evidence)
+        return items, python_angle
 
     def _clearly_code(self, matched, hits, errors, sense: _Sense) -> bool:
         """Is there evidence of code besides the sense's own trigger words?"""
@@ -446,6 +452,28 @@ class CodeQuestionFilter:
                 return lang.name
         return None
 
+
+
+def _decision(items: list[tuple[float, str, str]], logit: float, language: str | None) -> FilterDecision:
+    """The verdict from the evidence items and their logit: the strongest items first as
+    evidence, the reason from the side that won."""
+    score = _sigmoid(logit)
+    items.sort(key=lambda i: -abs(i[0]))
+    evidence = tuple(f"{key}: {reason}" for _, key, reason in items)
+    if language:
+        return FilterDecision(False, min(score, 0.2), f"asks about {language}, not Python",
+                              other_language=language, evidence=evidence)
+    if logit > 0:
+        positive = [r for w, _, r in items if w > 0]
+        return FilterDecision(True, score, "; ".join(positive[:2]), evidence=evidence)
+    negative = [r for w, _, r in items if w < 0]
+    if negative:
+        reason = negative[0]
+    elif items:
+        reason = f"too little programming evidence ({items[0][2]})"
+    else:
+        reason = "no sign of a programming question"
+    return FilterDecision(False, score, reason, evidence=evidence)
 
 # Function words of the other languages the lexicon covers, never English words or code.
 _FOREIGN = set("""como cómo qué una los las por para con está pourquoi avec dans je une les des quoi
