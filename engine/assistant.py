@@ -12,7 +12,7 @@
 `conversation` is the chat so far, oldest first, ending with the person's new message: a list of
 {"role": "user" | "assistant", "content": str} dicts (the OpenAI / Gradio "messages" format;
 content may also be a list of {"type": "text", "text": ...} blocks). `checkpoint` is anything
-with `.model` and `.tokenizer` (engine.checkpoint.Checkpoint, from models.ModelCache.get).
+with `.model` and `.tokenizer` (engine.checkpoint.Checkpoint, from engine.loading.ModelCache.get).
 
 Modes:
 - "python": the Python assistant. The latest message goes through CodeQuestionFilter (with the
