@@ -1,8 +1,11 @@
-"""Words both UIs show, so the same figures read the same in each: mode names, durations,
-training progress, generation notices and tokens. Plain text; each UI escapes it for its markup.
+"""Words both UIs show, so the same figures read the same in each: mode names, what the models
+are, durations, training progress, generation notices, documentation sources and tokens. Plain
+text; each UI escapes it for its markup.
 """
 
 from __future__ import annotations
+
+import re
 
 from engine.assistant import CHAT_MODES
 from engine.jobs import ACTIVE
@@ -11,6 +14,35 @@ from engine.jobs import ACTIVE
 # Gradio's mode radio and Chainlit's chat profiles.
 MODE_LABELS = {"python": "Python assistant", "chat": "Free chat", "story": "Story"}
 CHAT_MODE_LABELS = {mode: MODE_LABELS[mode] for mode in CHAT_MODES}
+
+# One line on each landing view (Gradio's header, Chainlit's profiles): what a person is talking
+# to. Plain text that reads the same as Markdown.
+ABOUT_MODELS = ("The bundled models are small, trained here and run offline. In the Python "
+                "assistant the sources are the Python documentation; the prose is a small "
+                "model's, so check it against them. Hub models (gpt2 and larger) can be picked "
+                "in the model list when online.")
+
+# Sources: the documentation passages a grounded answer was given (engine.retrieval.Passage),
+# listed under the answer in both UIs, collapsed.
+SOURCE_EXCERPT_CHARS = 200
+SOURCES_CAPTION = "The Python documentation passages the model was given for this answer."
+_SAFE_URL = re.compile(r"https?://[^\s<>\"'`()\[\]{}\\]+\Z")
+
+
+def sources_title(n: int) -> str:
+    """'Sources (3)': the collapsed line under an answer."""
+    return f"Sources ({n})"
+
+
+def source_entries(sources) -> list[dict]:
+    """Each passage as {"title", "section", "url", "excerpt"}: what both UIs list. The url is ""
+    unless it is a plain http(s) address (never a javascript: link, whatever an index holds)."""
+    entries = []
+    for p in sources or ():
+        url = p.url if isinstance(p.url, str) and _SAFE_URL.match(p.url) else ""
+        entries.append({"title": p.title, "section": p.section, "url": url,
+                        "excerpt": p.excerpt(SOURCE_EXCERPT_CHARS)})
+    return entries
 
 
 def format_duration(seconds) -> str:

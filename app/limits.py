@@ -151,8 +151,9 @@ def clean_history(history, keep_notes: bool = False) -> list[dict]:
 
     Messages are read as the engine reads a conversation (engine.assistant.normalize_messages:
     extra keys dropped, content blocks joined). Notes shown in a UI (messages whose metadata has
-    a title, such as a refusal's reason) are not part of the conversation: they are dropped, or
-    with keep_notes (a UI's own copy) kept as {"role", "content", "metadata": {"title"}}."""
+    a title, such as a refusal's reason or an answer's sources) are not part of the conversation:
+    they are dropped, or with keep_notes (a UI's own copy) kept as {"role", "content",
+    "metadata": {"title"}} (and "status": "done" for a note shown collapsed)."""
     if history is None:
         return []
     if not isinstance(history, list):
@@ -168,5 +169,7 @@ def clean_history(history, keep_notes: bool = False) -> list[dict]:
         turn["content"] = clean_text(turn["content"], "chat history message", allow_empty=True)
         if title:
             turn["metadata"] = {"title": clean_text(str(title), "note title", allow_empty=True)}
+            if metadata.get("status") == "done":
+                turn["metadata"]["status"] = "done"
         turns.append(turn)
     return turns
