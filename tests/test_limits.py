@@ -89,6 +89,11 @@ def test_clean_history_reads_messages_as_the_engine_does():
     assert kept[2] == {"role": "assistant", "content": "a note",
                        "metadata": {"title": "Why I declined"}}
     assert L.clean_history(None) == []
+    sources = {"role": "assistant", "content": "1. [x](https://docs.python.org/3/)",
+               "metadata": {"title": "Sources (1)", "status": "done", "log": "dropped"}}
+    assert L.clean_history([sources]) == []  # a note is never part of the conversation
+    assert L.clean_history([sources], keep_notes=True)[0]["metadata"] == {
+        "title": "Sources (1)", "status": "done"}  # shown collapsed, as it was
     long = [{"role": "user", "content": str(i)} for i in range(L.MAX_HISTORY_MESSAGES + 5)]
     assert L.clean_history(long)[0]["content"] == "5"
 
