@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from engine.checkpoint import save_checkpoint
+from engine.checkpoint import ASSISTANT_FILE, save_checkpoint
 from engine.config import GPTConfig
 from engine.model import GPT
 from engine.tokenizer import GPT2Tokenizer
@@ -22,18 +22,23 @@ STORY_TEXT = ("Once upon a time there was a little cat who liked to sit in the s
 SLOW_PYTHON = dict(n_layer=4, n_head=4, n_embd=256)
 
 
-def make_checkpoints(root: Path, python_shape: dict | None = None) -> Path:
+def make_checkpoints(root: Path, python_shape: dict | None = None, grounded: bool = False) -> Path:
     """checkpoints/{python,story}: random 2-layer, 32-dim GPT-2-vocabulary models.
 
     python_shape overrides the python model's shape: a browser test that must see an answer
     stream and then stop it needs a model slow enough that 1024 tokens take seconds even on an
-    idle machine (the tiny one writes them in about two)."""
+    idle machine (the tiny one writes them in about two). grounded: the python model answers
+    from the bundled docs index, as the bundled python-assistant does (its assistant.json, and
+    a 1024-token window so that three passages fit in its prompt)."""
     tok = GPT2Tokenizer()
-    for seed, name, block in ((1, "python", 128), (2, "story", 64)):
+    for seed, name, block in ((1, "python", 1024 if grounded else 128), (2, "story", 64)):
         torch.manual_seed(seed)
         shape = {**TINY, **(python_shape or {})} if name == "python" else TINY
         model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=block, **shape))
         save_checkpoint(root / "checkpoints" / name, model, tok, card=f"tiny {name} test model")
+    if grounded:
+        (root / "checkpoints" / "python" / ASSISTANT_FILE).write_text(
+            '{"grounding": "python-docs"}\n', encoding="utf-8")
     return root / "checkpoints"
 
 
@@ -45,11 +50,12 @@ def make_data(root: Path) -> Path:
     return root / "data"
 
 
-def make_workbench(root: Path, python_shape: dict | None = None, **kwargs):
+def make_workbench(root: Path, python_shape: dict | None = None, grounded: bool = False,
+                   **kwargs):
     from app.workbench import Workbench
 
     return Workbench(runs_dir=root / "runs",
-                     bundled_dir=make_checkpoints(root, python_shape),
+                     bundled_dir=make_checkpoints(root, python_shape, grounded),
                      data_dir=make_data(root), **kwargs)
 
 

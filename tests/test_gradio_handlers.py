@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import gradio as gr
 import pytest
 
+import app.workbench
+from app.display import SOURCES_CAPTION
 from app.gradio import chat, explorer, story, train
-from app.gradio.common import guard, show_text, stats_line
+from app.gradio.common import guard, show_markdown, show_text, stats_line
+from engine.assistant import UNGROUNDED_NOTICE
 from app.limits import sampling_params
 from app.workbench import ModelLoadError
 from gradio_support import make_workbench
@@ -53,7 +58,7 @@ def test_chat_streams_and_keeps_raw_history(wb):
     assert [m["role"] for m in state] == ["user", "assistant"]
     assert state[0]["content"] == msg  # the raw text is what the engine sees next time
     assert state[1]["content"]
-    assert display[1]["content"] == show_text(state[1]["content"])
+    assert display[1]["content"] == show_markdown(state[1]["content"])
     assert "tokens/s" in stats
     assert textbox["value"] == "" and textbox["interactive"] is True
 
@@ -125,6 +130,107 @@ def test_chat_uses_the_checked_history(wb):
                  lambda: chat.undo(broken), lambda: chat.display(broken)):
         with pytest.raises(ValueError, match=r"chat history\[0\] must be a dict with 'role'"):
             call()
+
+
+@pytest.fixture(scope="module")
+def grounded_wb(tmp_path_factory):
+    """A workbench whose python model answers from the bundled docs index."""
+    return make_workbench(tmp_path_factory.mktemp("grounded"), grounded=True)
+
+
+@pytest.fixture
+def model_sees(monkeypatch):
+    """Every conversation the engine is given, as a list (the web layer calls respond once per
+    turn)."""
+    seen = []
+    real = app.workbench.respond
+
+    def spy(conversation, *args, **kwargs):
+        seen.append([dict(t) for t in conversation])
+        return real(conversation, *args, **kwargs)
+
+    monkeypatch.setattr(app.workbench, "respond", spy)
+    return seen
+
+
+def test_a_grounded_answer_lists_its_sources_and_the_model_never_sees_them(grounded_wb, model_sees):
+    wb, model = grounded_wb, grounded_wb.models.default()
+    display, state, _, stats = run(chat.respond(wb, "How do I reverse a list?", [],
+                                                "Python assistant", model, **FAST))[-1]
+    assert [m["role"] for m in state] == ["user", "assistant", "assistant"]
+    answer, note = state[1], state[2]
+    assert "metadata" not in answer and answer["content"].strip()
+    # Collapsed ("done") under the answer, titled with the count; each source a docs link.
+    assert note["metadata"] == {"title": "Sources (3)", "status": "done"}
+    assert note["content"].startswith(f"*{SOURCES_CAPTION}*")
+    assert note["content"].count("](https://docs.python.org/3/") == 3
+    assert "[list.reverse()](https://docs.python.org/3/" in note["content"]
+    assert " — Data Structures" in note["content"] or " — Built-in Types" in note["content"]
+    assert display[2]["metadata"] == note["metadata"]  # the chatbot shows it as a closed note
+    assert UNGROUNDED_NOTICE not in stats
+
+    # The next turn: the model is given the question and the answer, never the sources.
+    final = run(chat.respond(wb, "and for a dict?", state, "Python assistant", model, **FAST))[-1]
+    assert [t["role"] for t in model_sees[-1]] == ["user", "assistant", "user"]
+    assert model_sees[-1][1]["content"] == answer["content"]
+    assert not any("docs.python.org" in t["content"] or SOURCES_CAPTION in t["content"]
+                   for t in model_sees[-1])
+    assert [m.get("metadata", {}).get("title") for m in final[1]] == [
+        None, None, "Sources (3)", None, None, "Sources (3)"]
+
+    # Retry asks the last question again with the same clean history; undo takes the answer
+    # and its sources away together.
+    retried = run(chat.retry(wb, final[1], "Python assistant", model, **FAST))[-1][1]
+    assert model_sees[-1] == model_sees[-2]
+    assert len(retried) == 6 and retried[-1]["metadata"]["title"] == "Sources (3)"
+    shown, kept, textbox = chat.undo(retried)
+    assert kept == state and textbox["value"] == "and for a dict?"
+    assert "docs.python.org" not in chat.COPY_JS  # Copy chat: notes are left out (by metadata)
+    assert "m.metadata && m.metadata.title" in chat.COPY_JS
+
+
+def test_an_ungrounded_model_answers_without_sources_and_says_so(wb):
+    display, state, _, stats = run(chat.respond(wb, "How do I reverse a list?", [],
+                                                "Python assistant", wb.models.default(), **FAST))[-1]
+    assert [m["role"] for m in state] == ["user", "assistant"]
+    assert UNGROUNDED_NOTICE.split(";")[0] in stats  # shown as the other notices are
+    free = run(chat.respond(wb, "How do I reverse a list?", [], "Free chat",
+                            wb.models.default(), **FAST))[-1]
+    assert UNGROUNDED_NOTICE.split(";")[0] not in free[3]  # free chat never has sources
+
+
+def test_sources_note_escapes_titles_and_drops_unsafe_links():
+    class P:
+        def __init__(self, title, url, text="Text `code` <b>x</b>"):
+            self.title, self.section, self.url, self.text = title, "Programming FAQ", url, text
+
+        def excerpt(self, chars):
+            return self.text[:chars]
+
+    note = chat.sources_note([P("Member objects and __slots__", "https://docs.python.org/3/x#y"),
+                              P("[evil](javascript:alert(1))", "javascript:alert(1)")])
+    assert "**[Member objects and \\_\\_slots\\_\\_](https://docs.python.org/3/x#y)**" in note["content"]
+    # A url that is not http(s) is not linked, and a title is text, never Markdown.
+    assert "**\\[evil\\](javascript:alert(1))** — Programming FAQ" in note["content"]
+    assert not re.search(r"(?<!\\)\]\(javascript:", note["content"])
+    shown = chat.display([note])[0]["content"]
+    assert "`code` &lt;b&gt;x&lt;/b&gt;" in shown
+
+
+def test_show_markdown_keeps_code_as_code_and_escapes_the_rest():
+    text = ("Use `a<b` here. <script>alert(1)</script> & ![x](http://example.com/t.png)\n"
+            "```python\nif a < b:\n    print('<b>')\n```\n"
+            "<i>after</i>\n\n    indented <code>\nend")
+    shown = show_markdown(text)
+    assert "`a<b`" in shown  # inline code as written: the renderer escapes it
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; !\\[x](http" in shown
+    assert "```python\nif a < b:\n    print('<b>')\n```" in shown  # the code block, as written
+    assert "&lt;i&gt;after&lt;/i&gt;" in shown and "    indented <code>" in shown
+    # An unclosed fence (an answer still streaming) is code to the end, as Markdown reads it.
+    assert show_markdown("x <b>\n```\n<b>") == "x &lt;b&gt;\n```\n<b>"
+    # Three backticks with more on the line are inline code, not a fence.
+    assert show_markdown("```print(1)``` <b>") == "```print(1)``` &lt;b&gt;"
+    assert show_markdown("") == "" and show_markdown("a\n") == "a\n"
 
 
 def test_story_and_explorer(wb):

@@ -3,24 +3,29 @@
 Gradio 6's ChatInterface conventions (submit/stop in the textbox, retry, undo, clear, examples)
 built from gr.Chatbot events, because the conversation is kept in two forms: the raw messages
 in a gr.BrowserState (what the person and the model wrote; it survives a page reload and is what
-the engine sees) and the displayed copy, escaped so model output shows as text, never HTML.
-A declined question gets the assistant's refusal and, under it, a collapsible note saying why.
+the engine sees) and the displayed copy: Markdown whose code blocks show as code and whose HTML
+is escaped, so model output shows as text, never as markup (common.show_markdown).
+A declined question gets the assistant's refusal and, under it, a collapsible note saying why; a
+grounded answer gets, under it, a collapsed note listing its documentation sources. Notes (messages
+with a metadata title) are for the person only: app.limits.clean_history leaves them out of what
+the model sees, and Copy chat leaves them out too.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import threading
 from functools import partial
 
 import gradio as gr
 
-from app.display import CHAT_MODE_LABELS
+from app.display import CHAT_MODE_LABELS, SOURCES_CAPTION, source_entries, sources_title
 from app.limits import clean_history, clean_text, sampling_params
 from app.workbench import Workbench
 
-from .common import Controls, Throttle, guard, show_text, stats_line
+from .common import Controls, Throttle, guard, show_markdown, show_text, stats_line
 
 MODE_LABELS = {label: mode for mode, label in CHAT_MODE_LABELS.items()}  # radio label -> mode
 EXAMPLES = {
@@ -53,10 +58,35 @@ COPY_JS = """(history) => {
 
 
 def display(history: list) -> list:
-    """The chatbot's copy of the raw history: content escaped, notes kept as notes. The history
-    is checked first (app.limits.clean_history), whatever form it came in."""
-    return [{**msg, "content": show_text(msg["content"])}
+    """The chatbot's copy of the raw history: content as safe Markdown (show_markdown), notes
+    kept as notes. The history is checked first (app.limits.clean_history), whatever form it
+    came in."""
+    return [{**msg, "content": show_markdown(msg["content"])}
             for msg in clean_history(history, keep_notes=True)]
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]~|#])")
+
+
+def _md_plain(text: str) -> str:
+    """Text shown literally inside Markdown (a title such as "__init__" stays as written)."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def sources_note(sources) -> dict:
+    """The collapsed note under a grounded answer: each passage as its title (a link to
+    docs.python.org, which the chatbot opens in a new tab), its page, and a short excerpt.
+    Raw Markdown, like every message in the history: display() makes it safe."""
+    entries = source_entries(sources)
+    lines = [f"*{SOURCES_CAPTION}*", ""]
+    for i, e in enumerate(entries, 1):
+        title = _md_plain(e["title"])
+        link = f"[{title}]({e['url']})" if e["url"] else title
+        lines.append(f"{i}. **{link}** — {_md_plain(e['section'])}")
+        if e["excerpt"]:
+            lines.append(f"   {' '.join(e['excerpt'].split())}")
+    return {"role": "assistant", "content": "\n".join(lines),
+            "metadata": {"title": sources_title(len(entries)), "status": "done"}}
 
 
 def _copy(history: list) -> list:
@@ -106,17 +136,20 @@ def respond(wb: Workbench, message, history, mode_label, model, **sampling):
         yield (display(history), _copy(history), _idle(""),
                f"Declined without calling the model. Why: {why}")
         return
-    history.append({"role": "assistant", "content": ""})
+    answer = {"role": "assistant", "content": ""}
+    history.append(answer)
+    if reply.sources:  # under the answer from the start, so a stopped answer keeps them
+        history.append(sources_note(reply.sources))
     throttle = Throttle()
     try:
         for delta in reply:
-            history[-1]["content"] += delta
+            answer["content"] += delta
             if throttle.ready():
                 yield display(history), _copy(history), _busy(), ""
     finally:
         cancel.set()  # a stop click closes this generator; end the engine's stream too
-    if not history[-1]["content"].strip():
-        history[-1]["content"] = "(the model ended its answer without writing anything)"
+    if not answer["content"].strip():
+        answer["content"] = "(the model ended its answer without writing anything)"
     yield display(history), _copy(history), _idle(""), stats_line(reply.stats)
 
 
@@ -160,10 +193,12 @@ def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
                          "declines the rest; free chat has no filter.", elem_id="chat-mode")
     state = gr.BrowserState([], storage_key=STORAGE_KEY, secret=STATE_SECRET)
     # Gradio's copy buttons would copy the escaped text (&lt; for <); this one copies the raw
-    # conversation from the browser state instead.
+    # conversation from the browser state instead. Code blocks have their own copy buttons.
+    # Markdown renders (code blocks as code); HTML in messages is escaped by show_markdown and
+    # the sanitizer cleans anything left; no LaTeX ("$" is common in code).
     copy_btn = gr.Button("Copy chat", size="sm", elem_id="chat-copy", render=False)
     chatbot = gr.Chatbot(elem_id="chatbot", label="Chat", show_label=False, height=460,
-                         render_markdown=False,
+                         render_markdown=True, latex_delimiters=[],
                          sanitize_html=True, allow_tags=False, buttons=[copy_btn],
                          examples=examples_for(CHAT_MODE_LABELS["python"]),
                          placeholder="Ask a Python question, or switch to free chat.",

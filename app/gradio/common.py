@@ -14,6 +14,7 @@ import functools
 import html
 import inspect
 import logging
+import re
 import time
 import typing
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from app.display import notice_summary
+from app.markdown import code_lines
 from app.limits import SAMPLING
 from app.workbench import USER_ERRORS
 
@@ -66,11 +68,51 @@ def guard(fn):
 
 
 def show_text(text: str) -> str:
-    """Model output (or anything a person typed) for components that render HTML/Markdown:
-    escaped, so `<script>` or `<b>` shows as those characters and never runs. The chatbot
-    renders with render_markdown=False and white-space: pre-wrap (see CSS), so what the model
-    wrote is what a person sees."""
+    """Text for components that render HTML/Markdown (stats, messages, the explorer): escaped,
+    so `<script>` or `<b>` shows as those characters and never runs."""
     return html.escape(text or "", quote=False)
+
+
+_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.S)
+
+
+def show_markdown(text: str) -> str:
+    """A chat message (the model's, a person's, a note) for the chatbot, which renders Markdown:
+    fenced and indented code blocks (app.markdown.code_lines) and `inline code` are left as
+    written (the renderer shows them as escaped code, with a copy button on each block);
+    everywhere else HTML is escaped, so `<script>` or `<b>` shows as those characters, and a
+    Markdown image ("![") is escaped so that model output never makes the browser fetch
+    anything. Whatever the renderer reads differently is still cleaned by its HTML sanitizer."""
+    lines = (text or "").split("\n")
+    code = code_lines(text or "")
+    out, prose = [], []
+    for line, is_code in zip(lines, code):
+        if is_code:
+            if prose:
+                out.append(_prose(prose))
+                prose = []
+            out.append(line)
+        else:
+            prose.append(line)
+    if prose:
+        out.append(_prose(prose))
+    return "\n".join(out)
+
+
+def _prose(lines: list[str]) -> str:
+    """Markdown prose lines, HTML-escaped outside inline code spans."""
+    text = "\n".join(lines)
+    parts, end = [], 0
+    for m in _CODE_SPAN.finditer(text):
+        parts.append(_escape(text[end:m.start()]))
+        parts.append(m.group(0))
+        end = m.end()
+    parts.append(_escape(text[end:]))
+    return "".join(parts)
+
+
+def _escape(text: str) -> str:
+    return html.escape(text, quote=False).replace("![", "!\\[")
 
 
 class Throttle:

@@ -16,6 +16,7 @@ from functools import partial
 
 import gradio as gr
 
+from app.display import ABOUT_MODELS
 from app.workbench import USER_ERRORS, Workbench
 
 from . import chat, story, train
@@ -69,7 +70,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
             sampling = sampling_components()
         controls = Controls(model=model, sampling=sampling)
 
-        gr.Markdown(f"# {TITLE}\n{INTRO}", elem_id="header")
+        gr.Markdown(f"# {TITLE}\n{INTRO}\n\n*{ABOUT_MODELS}*", elem_id="header")
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("Chat", id="chat", elem_id="tab-chat") as chat_tab:
                 chat.build(demo, wb, controls)
