@@ -16,7 +16,7 @@ from app.chainlit.tracker import progress_line
 from app.chainlit.training import corpus_path, training_options
 from app.chainlit.widgets import (TRAIN_STARTER, chat_profiles, mode_of, parse_train_command,
                                   sampling_values, settings_widgets)
-from app.display import MODE_LABELS
+from app.display import ABOUT_MODELS, MODE_LABELS
 from app.limits import SAMPLING, sampling_params
 from engine.assistant import respond
 from engine.sampling import SamplingParams
@@ -96,6 +96,7 @@ def test_profiles_are_the_engine_modes_each_with_starters():
     assert sum(p.default for p in profiles) == 1 and mode_of(None) == "python"
     for p in profiles:
         assert len(p.starters) >= 3 and p.starters[-1] is TRAIN_STARTER
+        assert p.markdown_description.endswith(f"*{ABOUT_MODELS}*")  # the landing view says it
     assert TRAIN_STARTER.command == "train"
     assert parse_train_command("/train " + TRAIN_STARTER.message).help
 
@@ -216,6 +217,22 @@ def test_markdown_images_are_shown_as_text_even_split_across_deltas():
     assert out == "see !\\[x](http://evil/p.png) and !\\[y](z)"
     assert "![" not in out.replace("!\\[", "")
     assert md_text("a\nb ![c](d)") == "a b !\\[c](d)"
+
+
+def test_code_blocks_stream_as_written_and_html_is_never_rendered():
+    """Fenced code reaches Chainlit's Markdown as written (a code block with a copy button);
+    an image is escaped only outside code; HTML stays text (unsafe_allow_html = false)."""
+    import tomllib
+
+    deltas = ["Reverse it:\n``", "`python\nitems = [1, 2]\nitems.reverse()  # a![0]\n", "```\n",
+              "<script>alert(1)</script> ![x](http://evil/p.png)"]
+    msg = FakeMessage()
+    raw = asyncio.run(stream_into(msg, iter(deltas), interval=0))
+    assert raw == "".join(deltas)
+    assert "```python\nitems = [1, 2]\nitems.reverse()  # a![0]\n```\n" in msg.content
+    assert msg.content.endswith("<script>alert(1)</script> !\\[x](http://evil/p.png)")
+    config = tomllib.loads((Path(__file__).parents[1] / ".chainlit/config.toml").read_text())
+    assert config["features"]["unsafe_allow_html"] is False and config["features"]["latex"] is False
 
 
 def test_footer_reports_length_speed_and_notices(wb):

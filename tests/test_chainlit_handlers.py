@@ -11,8 +11,11 @@ import pytest
 from chainlit.context import init_ws_context
 from chainlit.session import WebsocketSession
 
+import app.workbench
 import chainlit_app
 from app.chainlit import handlers as appmod
+from app.display import SOURCES_CAPTION
+from engine.assistant import UNGROUNDED_NOTICE
 from gradio_support import make_workbench
 
 
@@ -125,6 +128,62 @@ def test_a_python_question_is_answered_and_remembered(page):
     history = state(page, "history")
     assert [t["role"] for t in history] == ["user", "assistant"]
     assert history[0]["content"] == "How do I reverse a list in Python?"
+
+
+@pytest.fixture(scope="module")
+def grounded_wb(tmp_path_factory):
+    """A workbench whose python model answers from the bundled docs index."""
+    return make_workbench(tmp_path_factory.mktemp("chainlit-grounded"), grounded=True)
+
+
+@pytest.fixture
+def grounded_page(grounded_wb, monkeypatch):
+    monkeypatch.setattr(appmod, "wb", grounded_wb)
+    page, session = new_session("Python assistant")
+    page.session = session
+    call(session, appmod.start)
+    yield page
+    call(session, session.delete)
+
+
+def test_a_grounded_answer_carries_its_sources_which_the_model_never_sees(grounded_page,
+                                                                           monkeypatch):
+    page = grounded_page
+    seen = []
+    real = app.workbench.respond
+    monkeypatch.setattr(app.workbench, "respond",
+                        lambda conv, *a, **k: seen.append([dict(t) for t in conv]) or real(conv, *a, **k))
+    say(page, "How do I reverse a list?")
+    [answer] = page.messages()
+    # The collapsed list under the answer: a custom element (public/elements/Sources.jsx)
+    # attached to the answer's message, with the passages' titles, pages, links and excerpts.
+    [element] = page.sent("element")
+    assert element["type"] == "custom" and element["name"] == "Sources"
+    assert element["display"] == "inline"
+    assert element["forId"] == [d["id"] for e, d in page.events if e == "stream_start"][0]
+    props = element["props"]
+    assert props["title"] == "Sources (3)" and props["caption"] == SOURCES_CAPTION
+    assert len(props["items"]) == 3
+    assert all(i["url"].startswith("https://docs.python.org/3/") for i in props["items"])
+    assert "list.reverse()" in [i["title"] for i in props["items"]]
+    assert all(i["section"] and i["excerpt"] for i in props["items"])
+    assert UNGROUNDED_NOTICE not in answer["output"]
+    assert "docs.python.org" not in answer["output"]  # the answer's text is the model's alone
+
+    history = state(page, "history")
+    assert [t["role"] for t in history] == ["user", "assistant"]
+    say(page, "and for a dict?")
+    assert [t["role"] for t in seen[-1]] == ["user", "assistant", "user"]
+    assert seen[-1][1]["content"] == history[1]["content"]
+    assert not any("docs.python.org" in t["content"] for t in seen[-1])
+    assert len(page.sent("element")) == 2  # the follow-up has its own sources
+
+
+def test_an_ungrounded_model_answers_without_sources_and_says_so(page):
+    say(page, "How do I reverse a list in Python?")
+    [answer] = page.texts()
+    assert f"_{UNGROUNDED_NOTICE}_" in answer  # in the footer, as the other notices are
+    assert not page.sent("element")
 
 
 def test_an_off_topic_question_gets_the_refusal_and_its_reason(page):

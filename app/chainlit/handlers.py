@@ -24,7 +24,7 @@ from app.policy import is_exposed
 from app.workbench import USER_ERRORS
 
 from . import training
-from .render import md_text, reply_footer, show_error, stream_into
+from .render import md_text, reply_footer, show_error, sources_element, stream_into
 from .widgets import chat_profiles, mode_of, parse_train_command, sampling_values, settings_widgets
 
 log = logging.getLogger("workbench.chainlit")
@@ -148,7 +148,10 @@ async def reply_to(text: str) -> None:
                         {"role": "assistant", "content": reply.refusal}]
         return
 
-    msg = cl.Message(content="")
+    # The sources go with the message (sent with it at the end, or when a stop ends it early);
+    # the history keeps only what the model wrote.
+    sources = sources_element(reply.sources)
+    msg = cl.Message(content="", elements=[sources] if sources else [])
     answer = ""
     try:
         answer = await stream_into(msg, reply)

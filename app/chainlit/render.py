@@ -1,9 +1,10 @@
-"""Engine output into Chainlit messages: token streaming, the reply's footer, and showing
-untrusted text safely.
+"""Engine output into Chainlit messages: token streaming, the reply's footer, its sources, and
+showing untrusted text safely.
 
 Chainlit escapes HTML (unsafe_allow_html = false in .chainlit/config.toml), so a model's <script>
-is shown as text. Markdown still renders, which suits code answers; the one markdown construct
-left that would make the browser fetch something a model wrote is an image, so "![" is escaped.
+is shown as text. Markdown still renders, which suits code answers (fenced code shows as a code
+block with a copy button); the one markdown construct left that would make the browser fetch
+something a model wrote is an image, so "![" is escaped (outside code blocks).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import time
 
 import chainlit as cl
 
-from app.display import notice_summary
+from app.display import SOURCES_CAPTION, notice_summary, source_entries, sources_title
+from app.markdown import fence_after
 
 
 async def stream_into(msg, reply, interval: float = 0.05) -> str:
@@ -64,20 +66,42 @@ def reply_footer(reply, mode: str) -> str:
     return ("\n\n" + "\n\n".join(lines)) if lines else ""
 
 
+def sources_element(sources) -> cl.CustomElement | None:
+    """The documentation passages a grounded reply was given, as the collapsed "Sources (n)"
+    list under the answer (public/elements/Sources.jsx: title linked to docs.python.org in a
+    new tab, the page, a short excerpt). None when the reply has no sources."""
+    entries = source_entries(sources)
+    if not entries:
+        return None
+    return cl.CustomElement(name="Sources", display="inline",
+                            props={"title": sources_title(len(entries)),
+                                   "caption": SOURCES_CAPTION, "items": entries})
+
+
 class MarkdownGuard:
-    """Escapes "![" (a markdown image) in streamed text, across delta boundaries."""
+    """Escapes "![" (a markdown image) in streamed text, across delta boundaries, except inside
+    fenced code blocks (app.markdown.fence_after), where it is code and shows as written."""
 
     def __init__(self) -> None:
         self.last = ""
+        self.line = ""  # the current line so far
+        self.fence: str | None = None  # the open code fence, if any
 
     def __call__(self, delta: str) -> str:
         if not delta:
             return delta
-        out = delta.replace("![", "!\\[")
-        if self.last == "!" and out.startswith("["):
-            out = "\\" + out
-        self.last = delta[-1]
-        return out
+        out = []
+        for ch in delta:
+            if ch == "[" and self.last == "!" and self.fence is None:
+                out.append("\\")
+            out.append(ch)
+            if ch == "\n":
+                self.fence = fence_after(self.line, self.fence)
+                self.line = ""
+            else:
+                self.line += ch
+            self.last = ch
+        return "".join(out)
 
 
 def md_text(text: str) -> str:

@@ -11,15 +11,15 @@ from dataclasses import dataclass
 import chainlit as cl
 from chainlit.input_widget import Select, Slider, TextInput
 
-from app.display import MODE_LABELS
+from app.display import ABOUT_MODELS, MODE_LABELS
 from app.limits import SAMPLING, SAMPLING_DEFAULTS, SAMPLING_FIELDS
 
 # Engine mode -> (one-line description, starters as (label, message, icon)). The profile names
 # are the modes' labels (app.display.MODE_LABELS), the same as the Gradio app's.
 PROFILES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
     "python": (
-        "Answers **Python programming** questions and politely declines anything else, "
-        "saying why.",
+        "Answers **Python programming** questions from the Python documentation, with the "
+        "sources under each answer, and politely declines anything else, saying why.",
         [("Reverse a list", "How do I reverse a list in Python?", "/public/icons/code.svg"),
          ("Read a file", "How do I read a text file line by line?", "/public/icons/code.svg"),
          ("Explain a traceback",
@@ -48,7 +48,8 @@ DEFAULT_MODE = "python"
 def chat_profiles() -> list[cl.ChatProfile]:
     return [
         cl.ChatProfile(
-            name=MODE_LABELS[mode], markdown_description=description,
+            # The landing view shows the description: what the mode does, then what the models are.
+            name=MODE_LABELS[mode], markdown_description=f"{description}\n\n*{ABOUT_MODELS}*",
             default=(mode == DEFAULT_MODE),
             icon=starters[0][2],
             starters=[cl.Starter(label=label, message=message, icon=icon)
