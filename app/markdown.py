@@ -6,6 +6,7 @@ the text (Gradio: HTML and images; Chainlit: images) must skip it:
 
     code_lines("Use:\\n```python\\nx = 1\\n```")   # [False, True, True, True]
     fence = fence_after("```python", None)        # "```": inside a block until "```" again
+    starts_with_marker(">>> x = 1")               # True: shown as text, not as a quotation
 
 The rules are CommonMark's: a fence is three or more backticks or tildes after at most three
 spaces (a backtick fence's info string has no backtick, so "```x```" is inline code), closed by
@@ -18,6 +19,17 @@ from __future__ import annotations
 import re
 
 _FENCE = re.compile(r" {0,3}(`{3,}(?=[^`]*$)|~{3,})")
+
+# A line of model text outside code that starts with one of these is shown as text: the small
+# models write Python comments and ">>>" prompts outside code blocks far more often than they
+# mean a heading or a quotation.
+LINE_MARKERS = "#>"
+
+
+def starts_with_marker(line: str) -> bool:
+    """Does this line (outside code) open a heading or a quotation in Markdown?"""
+    stripped = line.lstrip(" ")
+    return len(line) - len(stripped) <= 3 and stripped[:1] in LINE_MARKERS and bool(stripped)
 
 
 def fence_after(line: str, fence: str | None) -> str | None:

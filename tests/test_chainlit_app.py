@@ -219,6 +219,12 @@ def test_markdown_images_are_shown_as_text_even_split_across_deltas():
     assert md_text("a\nb ![c](d)") == "a b !\\[c](d)"
 
 
+def test_prompts_and_comments_outside_code_are_text():
+    guard = MarkdownGuard()
+    out = "".join(guard(d) for d in [">>> x", " = 1\n# a c", "omment\n```\n# code\n>>> y\n```\nend"])
+    assert out == "\\>>> x = 1\n\\# a comment\n```\n# code\n>>> y\n```\nend"
+
+
 def test_code_blocks_stream_as_written_and_html_is_never_rendered():
     """Fenced code reaches Chainlit's Markdown as written (a code block with a copy button);
     an image is escaped only outside code; HTML stays text (unsafe_allow_html = false)."""

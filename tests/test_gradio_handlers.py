@@ -12,7 +12,7 @@ from app.display import SOURCES_CAPTION
 from app.gradio import chat, explorer, story, train
 from app.gradio.common import guard, show_markdown, show_text, stats_line
 from engine.assistant import UNGROUNDED_NOTICE
-from app.limits import sampling_params
+from app.limits import clean_text, sampling_params
 from app.workbench import ModelLoadError
 from gradio_support import make_workbench
 
@@ -172,7 +172,7 @@ def test_a_grounded_answer_lists_its_sources_and_the_model_never_sees_them(groun
     # The next turn: the model is given the question and the answer, never the sources.
     final = run(chat.respond(wb, "and for a dict?", state, "Python assistant", model, **FAST))[-1]
     assert [t["role"] for t in model_sees[-1]] == ["user", "assistant", "user"]
-    assert model_sees[-1][1]["content"] == answer["content"]
+    assert model_sees[-1][1]["content"] == clean_text(answer["content"])  # control chars go
     assert not any("docs.python.org" in t["content"] or SOURCES_CAPTION in t["content"]
                    for t in model_sees[-1])
     assert [m.get("metadata", {}).get("title") for m in final[1]] == [
@@ -231,6 +231,9 @@ def test_show_markdown_keeps_code_as_code_and_escapes_the_rest():
     # Three backticks with more on the line are inline code, not a fence.
     assert show_markdown("```print(1)``` <b>") == "```print(1)``` &lt;b&gt;"
     assert show_markdown("") == "" and show_markdown("a\n") == "a\n"
+    # A doctest prompt or a Python comment outside code is text, not a quotation or a heading.
+    assert show_markdown(">>> x = 1\n# note\n```\n# code\n```") == \
+        "&gt;&gt;&gt; x = 1\n\\# note\n```\n# code\n```"
 
 
 def test_story_and_explorer(wb):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.markdown import code_lines, fence_after
+from app.markdown import code_lines, fence_after, starts_with_marker
 
 
 def test_fenced_blocks_with_their_fences_are_code():
@@ -31,3 +31,10 @@ def test_indented_blocks_follow_a_blank_line():
     text = "para\n    not code\n\n    code\n    more\n\nafter\n\tcode?"
     assert code_lines(text) == [False, False, False, True, True, False, False, False]
     assert code_lines("    first line") == [True]
+
+
+def test_comments_and_prompts_open_a_heading_or_a_quotation():
+    assert starts_with_marker(">>> x = 1") and starts_with_marker("# a comment")
+    assert starts_with_marker("   # three spaces")
+    assert not starts_with_marker("    # four: indented code") and not starts_with_marker("a # b")
+    assert not starts_with_marker("")

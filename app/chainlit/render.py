@@ -4,7 +4,8 @@ showing untrusted text safely.
 Chainlit escapes HTML (unsafe_allow_html = false in .chainlit/config.toml), so a model's <script>
 is shown as text. Markdown still renders, which suits code answers (fenced code shows as a code
 block with a copy button); the one markdown construct left that would make the browser fetch
-something a model wrote is an image, so "![" is escaped (outside code blocks).
+something a model wrote is an image, so "![" is escaped (outside code blocks), as is a "#" or
+">" that starts a line.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 import chainlit as cl
 
 from app.display import SOURCES_CAPTION, notice_summary, source_entries, sources_title
-from app.markdown import fence_after
+from app.markdown import LINE_MARKERS, fence_after
 
 
 async def stream_into(msg, reply, interval: float = 0.05) -> str:
@@ -79,8 +80,10 @@ def sources_element(sources) -> cl.CustomElement | None:
 
 
 class MarkdownGuard:
-    """Escapes "![" (a markdown image) in streamed text, across delta boundaries, except inside
-    fenced code blocks (app.markdown.fence_after), where it is code and shows as written."""
+    """Escapes "![" (a markdown image) and a "#" or ">" that starts a line (a Python comment or
+    a >>> prompt, not a heading or a quotation: app.markdown.LINE_MARKERS) in streamed text,
+    across delta boundaries, except inside fenced code blocks (app.markdown.fence_after), where
+    they are code and show as written."""
 
     def __init__(self) -> None:
         self.last = ""
@@ -92,7 +95,9 @@ class MarkdownGuard:
             return delta
         out = []
         for ch in delta:
-            if ch == "[" and self.last == "!" and self.fence is None:
+            if self.fence is None and (
+                    (ch == "[" and self.last == "!")
+                    or (ch in LINE_MARKERS and not self.line.strip() and len(self.line) <= 3)):
                 out.append("\\")
             out.append(ch)
             if ch == "\n":

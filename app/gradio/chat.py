@@ -189,8 +189,9 @@ def change_mode(mode_label):
 
 def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
     mode = gr.Radio(list(MODE_LABELS), value=CHAT_MODE_LABELS["python"], label="Mode",
-                    info="The Python assistant answers programming questions and politely "
-                         "declines the rest; free chat has no filter.", elem_id="chat-mode")
+                    info="The Python assistant answers programming questions from the Python "
+                         "docs, listing its sources, and politely declines the rest; free chat "
+                         "has no filter.", elem_id="chat-mode")
     state = gr.BrowserState([], storage_key=STORAGE_KEY, secret=STATE_SECRET)
     # Gradio's copy buttons would copy the escaped text (&lt; for <); this one copies the raw
     # conversation from the browser state instead. Code blocks have their own copy buttons.

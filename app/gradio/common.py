@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from app.display import notice_summary
-from app.markdown import code_lines
+from app.markdown import code_lines, starts_with_marker
 from app.limits import SAMPLING
 from app.workbench import USER_ERRORS
 
@@ -80,9 +80,9 @@ def show_markdown(text: str) -> str:
     """A chat message (the model's, a person's, a note) for the chatbot, which renders Markdown:
     fenced and indented code blocks (app.markdown.code_lines) and `inline code` are left as
     written (the renderer shows them as escaped code, with a copy button on each block);
-    everywhere else HTML is escaped, so `<script>` or `<b>` shows as those characters, and a
-    Markdown image ("![") is escaped so that model output never makes the browser fetch
-    anything. Whatever the renderer reads differently is still cleaned by its HTML sanitizer."""
+    everywhere else HTML is escaped, so `<script>` or `<b>` shows as those characters, a line
+    starting with "#" or ">" is text (app.markdown.LINE_MARKERS), and a Markdown image ("![")
+    is escaped so that model output never makes the browser fetch anything. Whatever the renderer reads differently is still cleaned by its HTML sanitizer."""
     lines = (text or "").split("\n")
     code = code_lines(text or "")
     out, prose = [], []
@@ -100,8 +100,10 @@ def show_markdown(text: str) -> str:
 
 
 def _prose(lines: list[str]) -> str:
-    """Markdown prose lines, HTML-escaped outside inline code spans."""
-    text = "\n".join(lines)
+    """Markdown prose lines, HTML-escaped outside inline code spans; a line that starts with
+    "#" (a Python comment) stays text, not a heading (">" is escaped as HTML already)."""
+    text = "\n".join("\\" + line.lstrip(" ") if starts_with_marker(line)
+                     and not line.lstrip(" ").startswith(">") else line for line in lines)
     parts, end = [], 0
     for m in _CODE_SPAN.finditer(text):
         parts.append(_escape(text[end:m.start()]))
@@ -181,9 +183,9 @@ def sampling_components() -> dict:
 
 
 CSS = """
-/* Model output is plain text: keep its newlines and indentation. */
-#chatbot .message-content, #chatbot .message .md { white-space: pre-wrap; }
-#chatbot .message .md p { white-space: pre-wrap; }
+/* Chat messages are Markdown (show_markdown): line breaks are kept by the renderer, code
+   blocks keep their indentation; a sources note's excerpts read as small print. */
+#chatbot .thought .message-content li { margin-bottom: 0.4em; }
 .explorer-table { border-collapse: collapse; width: 100%; font-size: 0.9em; }
 .explorer-table th { text-align: left; padding: 4px 6px; font-weight: 600;
                      border-bottom: 1px solid var(--border-color-primary); }

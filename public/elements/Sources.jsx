@@ -10,6 +10,12 @@ import {
 } from '@/components/ui/accordion';
 import { BookOpen } from 'lucide-react';
 
+// An excerpt's `inline code` (the docs' own Markdown) in monospace; everything stays text.
+function Excerpt({ text }) {
+  return (text || '').split('`').map((part, i) =>
+    i % 2 ? <code key={i} className="font-mono">{part}</code> : <span key={i}>{part}</span>);
+}
+
 export default function Sources() {
   const items = props.items || [];
   return (
@@ -35,7 +41,7 @@ export default function Sources() {
                     <span className="font-medium">{s.title}</span>
                   )}
                   <span className="text-muted-foreground"> — {s.section}</span>
-                  <div className="text-xs text-muted-foreground mt-1">{s.excerpt}</div>
+                  <div className="text-xs text-muted-foreground mt-1"><Excerpt text={s.excerpt} /></div>
                 </li>
               ))}
             </ol>
