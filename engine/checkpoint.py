@@ -15,7 +15,6 @@ A training run directory holds checkpoints under <run>/checkpoints/step-<N>/ (an
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .config import GPTConfig
-from .fileio import current_umask, atomic_directory, atomic_write_text
+from .fileio import atomic_directory, atomic_write_text, save_safetensors
 from .model import GPT
 from .tokenizer import BPETokenizer, GPT2Tokenizer, Tokenizer
 
@@ -96,8 +95,6 @@ def find_checkpoint(path: Path | str) -> Path:
 def save_checkpoint(path: Path | str, model: GPT, tokenizer: Tokenizer, card: str | None = None,
                     extra_files: dict[str, bytes] | None = None) -> Path:
     """Write a checkpoint directory atomically. extra_files: name -> bytes (e.g. trainer state)."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     with atomic_directory(path) as tmp:
         config = {"format": FORMAT, "format_version": FORMAT_VERSION,
@@ -105,10 +102,7 @@ def save_checkpoint(path: Path | str, model: GPT, tokenizer: Tokenizer, card: st
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
                  if k != TIED_KEY}
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        # safetensors creates the file private (0600) whatever the umask; give it the usual mode
-        # so a UI running as another user, or a shared runs folder, can read the weights.
-        os.chmod(tmp / "model.safetensors", 0o666 & ~current_umask())
+        save_safetensors(state, tmp / "model.safetensors")
         tokenizer.save(tmp)
         if card:
             (tmp / "README.md").write_text(card, encoding="utf-8")

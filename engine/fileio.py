@@ -62,6 +62,17 @@ def atomic_write_json(path: Path | str, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+def save_safetensors(tensors: dict, path: Path | str) -> None:
+    """Weights as a safetensors file with the usual file mode. (Call it inside an
+    atomic_directory: the file itself is written in place.) safetensors creates the file private
+    (0600) whatever the umask; a UI running as another user, a shared runs folder or a copy
+    uploaded elsewhere must be able to read the weights like the files beside them."""
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    os.chmod(path, 0o666 & ~current_umask())
+
+
 def fsync_tree(path: Path) -> None:
     for root, _, files in os.walk(path):
         for name in files:

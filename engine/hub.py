@@ -22,7 +22,7 @@ import torch
 from .checkpoint import Checkpoint
 from .config import GPT2_VOCAB_SIZE, GPTConfig
 from .errors import ModelLoadError
-from .fileio import atomic_directory, atomic_write_json
+from .fileio import atomic_directory, atomic_write_json, save_safetensors
 from .model import GPT
 from .tokenizer import EOT, BPETokenizer, GPT2Tokenizer, Tokenizer
 
@@ -322,8 +322,6 @@ def export_transformers(checkpoint: Checkpoint, out_dir: Path | str) -> Path:
     """Write `checkpoint` as a transformers GPT-2 folder (float32 safetensors + config + tokenizer)
     that GPT2LMHeadModel.from_pretrained / AutoTokenizer.from_pretrained load, and so engines
     that serve transformers models (vLLM, TGI). Written atomically."""
-    from safetensors.torch import save_file
-
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir}: exists and is not a directory")
@@ -335,7 +333,7 @@ def export_transformers(checkpoint: Checkpoint, out_dir: Path | str) -> Path:
         atomic_write_json(tmp / "config.json", hf_config(model.config, tok.eot_id))
         atomic_write_json(tmp / "generation_config.json",
                     {"bos_token_id": tok.eot_id, "eos_token_id": tok.eot_id})
-        save_file(ours_to_hf(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        save_safetensors(ours_to_hf(model), tmp / "model.safetensors")  # mode 0644 (umask)
         hf_tok = tok.to_hf()
         hf_tok.save(str(tmp / "tokenizer.json"))
         if isinstance(tok, GPT2Tokenizer):

@@ -9,6 +9,7 @@ A model spec is one of:
 
 from __future__ import annotations
 
+import difflib
 import os
 import threading
 from collections import OrderedDict
@@ -53,9 +54,42 @@ def load_model(spec: str, device: str | torch.device = "cpu",
         if hub.is_transformers_folder(path):
             return hub.load_transformers_folder(path, device=device, dtype=dtype)
         return load_checkpoint(path, device=device, dtype=dtype)
-    if spec.startswith((".", "/", "~")) or os.sep in spec and spec.count("/") > 1:
-        raise ModelLoadError(f"{spec}: no such directory")
-    return hub.load_from_hub(spec, device=device, dtype=dtype)
+    if _looks_local(spec):
+        raise ModelLoadError(f"{spec}: no such directory{_did_you_mean(path)}")
+    try:
+        return hub.load_from_hub(spec, device=device, dtype=dtype)
+    except ModelLoadError as e:
+        near = difflib.get_close_matches(spec, _bundled_names(), n=1)
+        if near and "/" not in spec:
+            raise ModelLoadError(f"{e}; did you mean the bundled model {near[0]!r}?") from None
+        raise
+
+
+def _looks_local(spec: str) -> bool:
+    """A path, not a hub id: it starts like one, has more than one separator, or its folder
+    part exists here ("runs/stroy" when ./runs exists). Hub ids are "name" or "org/name"."""
+    if spec.startswith((".", "/", "~")) or "\\" in spec or spec.count("/") > 1:
+        return True
+    return "/" in spec and Path(spec).expanduser().parent.is_dir()
+
+
+def _did_you_mean(path: Path) -> str:
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        names = [p.name for p in parent.iterdir() if p.is_dir()] if parent.is_dir() else []
+    except OSError:
+        names = []
+    if path.parent == Path("."):
+        names += _bundled_names()
+    near = difflib.get_close_matches(path.name, names, n=1)
+    return f"; did you mean {str(parent / near[0]) if str(parent) != '.' else near[0]}?" if near else ""
+
+
+def _bundled_names() -> list[str]:
+    try:
+        return sorted(d.name for d in BUNDLED_DIR.iterdir() if is_checkpoint(d))
+    except OSError:
+        return []
 
 
 def available_models(runs_dir: Path | None = None, bundled_dir: Path | None = None) -> list[ModelChoice]:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from engine.checkpoint import save_checkpoint
+from engine.fileio import current_umask
 from engine.generation import generate
 from engine.sampling import SamplingParams
 from conftest import make_model
@@ -18,9 +19,10 @@ from conftest import make_model
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def cli(*args: str, stdin: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, input=stdin,
+def cli(*args: str, stdin: str | None = None, env: dict | None = None,
+        cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=cwd, input=stdin,
                           capture_output=True, text=True, timeout=120, env=full_env)
 
 
@@ -72,6 +74,23 @@ def test_bad_models_and_flags(tmp_path):
     assert r.returncode == 2 and "invalid int value: 'many'" in r.stderr
 
 
+@pytest.mark.parametrize("spec, message", [
+    ("runs/stroy", "error: runs/stroy: no such directory; did you mean runs/story?"),
+    ("checkpoints/stroy", "error: checkpoints/stroy: no such directory; did you mean "
+                          "checkpoints/story?"),
+    ("stroy", "did you mean the bundled model 'story'?"),                   # a hub id, offline
+])
+def test_a_mistyped_local_folder_is_not_a_hub_failure(tmp_path, spec, message):
+    (tmp_path / "runs" / "story").mkdir(parents=True)  # a folder of runs, as in a checkout
+    (tmp_path / "checkpoints").symlink_to(ROOT / "checkpoints")
+    r = cli("generate", "--model", spec, "--prompt", "hi", cwd=tmp_path,
+            env={"HF_HOME": str(tmp_path / "hf")})
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    if "/" in spec:
+        assert "Hugging Face" not in r.stderr and "connect" not in r.stderr
+
+
 def test_help_explains_every_flag():
     r = cli("generate", "--help")
     assert r.returncode == 0
@@ -91,6 +110,10 @@ def test_export_command(ckpt, tmp_path, bpe_tokenizer):
     r = cli("export", "--model", str(ckpt), "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert "wrote" in r.stderr
+    # every file as readable as the folder's other files (safetensors makes its file 0600)
+    umask = current_umask()
+    for f in out.iterdir():
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f.name
     theirs = GPT2LMHeadModel.from_pretrained(out).eval()
     ours = make_model(bpe_tokenizer.vocab_size, seed=2)
     idx = torch.randint(0, bpe_tokenizer.vocab_size, (1, 20))
