@@ -2,15 +2,19 @@
 
 Each command lives in engine/commands/<name>.py with `add_arguments(parser)` and `run(args)`;
 run() returns an exit code. Errors a person can fix (ValueError, CheckpointError, ...) are
-printed as one line on stderr with exit status 2, never as a traceback.
+printed as one line on stderr with exit status 2, never as a traceback; under torchrun, by rank
+0 alone (every rank also hands its line to torchrun's failure summary).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 import pkgutil
 import sys
+import time
 
 from . import commands
 
@@ -28,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         doc = (module.__doc__ or "").strip()
         summary = doc.splitlines()[0] if doc else ""
         p = sub.add_parser(info.name.replace("_", "-"), help=summary, description=doc,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           add_help=not getattr(module, "OWN_HELP", False))
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
@@ -47,9 +52,24 @@ def main(argv: list[str] | None = None) -> int:
         from .errors import USER_ERRORS
 
         if isinstance(e, USER_ERRORS):
-            print(f"error: {e}", file=sys.stderr)
+            report_error(f"error: {e}")
             return 2
         raise
+
+
+def report_error(line: str) -> None:
+    """One line on stderr. Under torchrun every process fails the same way, so rank 0 alone
+    prints it, and each process writes it to the error file torchrun reads
+    (TORCHELASTIC_ERROR_FILE), so the launcher's failure summary shows it instead of <N/A>."""
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if error_file:
+        try:
+            with open(error_file, "w", encoding="utf-8") as f:
+                json.dump({"message": line, "timestamp": int(time.time())}, f)
+        except OSError:
+            pass
+    if os.environ.get("RANK", "0") == "0":
+        print(line, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,15 @@ and does not change lives in one Run. Next to this module: the options (train_co
 the run directory (run_dir), evaluation (evaluate), metrics.jsonl (metrics), processes
 (distributed) and the CPU loss (chunked_loss).
 
-Exact resume: the optimizer state, the step (which fixes the learning rate and the data
-position, see data.Batches), the gradient scaler and the RNG state are saved with every step
+Exact resume: the optimizer state, the step (which fixes the learning rate), the data position
+(items consumed, see data.Batches), the gradient scaler and the RNG state are saved with every step
 checkpoint (JSON and torch tensors, nothing pickled); a resumed run computes the same updates it
 would have computed uninterrupted.
 
-Under torchrun, each process takes its share of every step's sequences; gradient accumulation is
-grad_accum / world_size so the effective batch (batch_size * grad_accum sequences) does not change
-with the number of processes. Rank 0 alone writes files.
+Under torchrun, each process takes its share of every step's sequences (distributed.batch_plan:
+the batch_size * grad_accum sequences of one process are shared when they can be, with any
+preset; otherwise each process keeps them and a note says the step grew). Rank 0 alone writes
+files.
 """
 
 from __future__ import annotations
@@ -46,12 +47,12 @@ from . import data as D
 from .checkpoint import Checkpoint, CheckpointError, list_checkpoints, read_weights, save_checkpoint
 from .chunked_loss import training_module
 from .config import GPTConfig
-from .distributed import Dist
+from .distributed import BatchPlan, Dist, batch_plan
 from .evaluate import default_prompt, perplexity, sample_text, validation_loss
 from .fileio import atomic_write_json
 from .metrics import MetricsLog, truncate_metrics
 from .model import GPT
-from .run_dir import prepare_run_dir
+from .run_dir import RunLock, prepare_run_dir
 from .tokenizer import BPETokenizer, GPT2Tokenizer, Tokenizer
 from .train_config import TrainConfig, command_line
 
@@ -61,7 +62,8 @@ class State:
     """What the loop changes. Saved with every step checkpoint (trainer_state.json); with the
     weights, the optimizer, the gradient scaler and the RNG it is all an exact resume needs."""
 
-    step: int = 0  # optimizer steps done; also fixes the learning rate and the data position
+    step: int = 0  # optimizer steps done; also fixes the learning rate
+    position: int = 0  # training items consumed, all processes (the data position)
     tokens: int = 0  # tokens trained on, all processes
     best_val: float = math.inf  # the lowest validation loss (checkpoints/best)
     val_loss: float | None = None  # the latest validation loss of this session
@@ -92,6 +94,7 @@ class Run:
     cfg: TrainConfig
     dir: Path
     dist: Dist
+    plan: BatchPlan  # how a step's sequences are shared among the processes
     mode: str  # "pretrain" | "sft"
     tokenizer: Tokenizer
     data: TrainData
@@ -112,24 +115,30 @@ def train(cfg: TrainConfig, resume: bool = False, force: bool = False,
     """
     cfg.validate()
     dist = Dist(cfg.device)
+    lock: RunLock | None = None
+    failed = True
     try:
-        run, state = _setup(cfg, dist, resume, force, on_event, progress)
+        if dist.main:  # rank 0 owns the run directory until the run ends
+            lock = prepare_run_dir(cfg, resume, force)
+        dist.barrier()
+        run, state = _setup(cfg, dist, resume, on_event, progress)
+        failed = False
         return _loop(run, state, progress)
     finally:
+        if lock is not None:
+            lock.release(failed)  # a run that failed before training leaves no empty folder
         dist.close()
 
 
-def _setup(cfg: TrainConfig, dist: Dist, resume: bool, force: bool,
+def _setup(cfg: TrainConfig, dist: Dist, resume: bool,
            on_event: Callable[[dict], None] | None, progress: bool | None) -> tuple[Run, State]:
-    """Everything before the first step, in the order that reports bad input soonest: the run
-    directory, the data sources (a full read of local files), the init model, then tokenizing."""
+    """Everything before the first step, in the order that reports bad input soonest: (the run
+    directory, see train()), the data sources (a full read of local files), the init model,
+    then tokenizing."""
     run_dir = Path(cfg.out)
-    if dist.main:
-        prepare_run_dir(cfg, resume, force)
-    dist.barrier()
-    if cfg.grad_accum % dist.world:
-        raise ValueError(f"grad-accum ({cfg.grad_accum}) must be a multiple of the number of "
-                         f"processes ({dist.world}) to keep the effective batch the same")
+    plan = batch_plan(cfg.batch_size, cfg.grad_accum, dist.world)
+    if dist.main and plan.note:
+        print(f"note: {plan.note}", file=sys.stderr, flush=True)
     source, val_source, mode = open_sources(cfg)
     init = load_init_model(cfg)
     if dist.main and not resume:
@@ -139,7 +148,7 @@ def _setup(cfg: TrainConfig, dist: Dist, resume: bool, force: bool,
         vocab_size=tokenizer.vocab_size, block_size=cfg.block_size or 256, n_layer=cfg.n_layer,
         n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout)
     data = load_data(cfg, source, val_source, tokenizer, cfg.block_size or model_cfg.block_size,
-                     dist, progress)
+                     plan.sequences, dist, progress)
 
     model = build_model(cfg, model_cfg, init, dist.device)
     optimizer = make_optimizer(model, cfg, dist.device)
@@ -148,10 +157,12 @@ def _setup(cfg: TrainConfig, dist: Dist, resume: bool, force: bool,
     state = State()
     torch.manual_seed(cfg.seed + 1 + dist.rank)  # dropout stream, distinct per process
     if resume:
-        restore(run_dir, model, optimizer, scaler, state, dist, cfg.seed)
+        skipped = restore(run_dir, model, optimizer, scaler, state, dist, cfg.seed,
+                          plan.sequences)
         if dist.main:
             truncate_metrics(run_dir / "metrics.jsonl", state.step)
-    run = Run(cfg=cfg, dir=run_dir, dist=dist, mode=mode, tokenizer=tokenizer, data=data,
+            print(resume_message(cfg, state, skipped), file=sys.stderr, flush=True)
+    run = Run(cfg=cfg, dir=run_dir, dist=dist, plan=plan, mode=mode, tokenizer=tokenizer, data=data,
               model=model, module=training_view(model, cfg, dist), optimizer=optimizer,
               scaler=scaler, metrics=MetricsLog(run_dir / "metrics.jsonl", dist.main, on_event),
               autocast=(torch.autocast(dist.device.type, dtype=adt) if adt is not None
@@ -185,19 +196,21 @@ def open_sources(cfg: TrainConfig) -> tuple[D.Source, D.Source | None, str]:
 
 
 def load_data(cfg: TrainConfig, source: D.Source, val_source: D.Source | None,
-              tokenizer: Tokenizer, block: int, dist: Dist, progress: bool | None) -> TrainData:
+              tokenizer: Tokenizer, block: int, sequences_per_step: int, dist: Dist,
+              progress: bool | None) -> TrainData:
     """Tokenize (into the cache, once) and open the data; batches in their seeded order."""
     max_tokens = cfg.max_data_tokens or None
     if source.is_hf and max_tokens is None:  # stream only what the run needs (+ validation)
-        max_tokens = max(1_000_000, int(cfg.max_steps * cfg.tokens_per_step * 1.2))
+        max_tokens = max(1_000_000, int(cfg.max_steps * sequences_per_step * block * 1.2))
     cache = Path(cfg.cache_dir) if cfg.cache_dir else D.DEFAULT_CACHE
     val_fraction = 0.0 if val_source is not None else cfg.val_fraction
 
     def tokenize(src: D.Source, fraction: float):
         bar = _bar(progress, desc="tokenizing", unit="tok") if dist.main else None
+        # `is not None`: a tqdm bar without a total has no truth value (bool() raises)
         out = D.prepare(src, tokenizer, cache, fraction, max_tokens, block,
-                        progress=bar.update if bar else None)
-        if bar:
+                        progress=bar.update if bar is not None else None)
+        if bar is not None:
             bar.close()
         return out
 
@@ -349,16 +362,21 @@ def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
 
 
 def restore(run_dir: Path, model: GPT, optimizer: torch.optim.Optimizer,
-            scaler: torch.amp.GradScaler, state: State, dist: Dist, seed: int) -> None:
+            scaler: torch.amp.GradScaler, state: State, dist: Dist, seed: int,
+            sequences_per_step: int) -> int:
     """Load the newest readable step checkpoint of the run into model, optimizer, scaler, the
-    RNG and state; a damaged one is skipped with a warning (the one before it is used)."""
+    RNG and state; a damaged one is skipped with a warning (the one before it is used).
+    Returns how many were skipped; state.resumed_from stays None when none could be used."""
+    skipped = 0
     for _, path in reversed(list_checkpoints(run_dir)):
         try:
             saved = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
             read_weights(path / "model.safetensors", model)
             blob = torch.load(path / "optimizer.pt", map_location=dist.device, weights_only=True)
         except (OSError, ValueError, CheckpointError, RuntimeError) as e:
-            print(f"warning: skipping checkpoint {path}: {e}", file=sys.stderr)
+            if dist.main:
+                print(f"warning: skipping checkpoint {path}: {e}", file=sys.stderr)
+            skipped += 1
             continue
         optimizer.load_state_dict(blob["optimizer"])
         if blob.get("scaler"):
@@ -370,10 +388,27 @@ def restore(run_dir: Path, model: GPT, optimizer: torch.optim.Optimizer,
         else:  # only rank 0's RNG is saved; the others derive theirs from the step
             torch.manual_seed(seed + 1 + dist.rank + 1000 * saved["step"])
         state.step = state.last_saved = saved["step"]
+        state.position = saved.get("data_position", state.step * sequences_per_step)
         state.best_val = saved.get("best_val") or math.inf
         state.tokens, state.elapsed_before = saved.get("tokens", 0), saved.get("elapsed_s", 0.0)
         state.resumed_from = str(path)
-        return
+        return skipped
+    return skipped
+
+
+def resume_message(cfg: TrainConfig, state: State, skipped: int) -> str:
+    """What --resume did: the step it continues from, or that it starts fresh and why."""
+    if state.resumed_from is None:
+        why = (f"none of its {skipped} checkpoints could be read (see the warnings above)"
+               if skipped else f"it stopped before its first checkpoint (it saves every "
+               f"{cfg.save_every} steps and at the end)")
+        return (f"resume: {cfg.out} has nothing to continue from: {why}; training starts from "
+                f"step 0 with the run's options")
+    left = cfg.max_steps - state.step
+    todo = (f"{left} more step{'s' if left != 1 else ''} to --max-steps {cfg.max_steps}"
+            if left > 0 else f"it is already at --max-steps {cfg.max_steps}: nothing to train "
+            "(pass a larger --max-steps to go on)")
+    return f"resume: continuing {cfg.out} from step {state.step} ({state.resumed_from}); {todo}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,16 +426,20 @@ def _loop(run: Run, state: State, progress: bool | None) -> dict:
     run.module.train()
     with StopRequested(run.dir / "stop") as stop:
         while state.step < cfg.max_steps:
-            loss, lr, tokens, stop_any = train_step(run, state.step, stop)
+            loss, lr, tokens, stop_any = train_step(run, state, stop)
             state.step += 1
+            state.position += run.plan.sequences
             state.tokens += tokens
             speed.add(tokens)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} at step {state.step}; lower --lr "
                                          "or raise --warmup-steps")
             if bar is not None:
+                shown = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}"}
+                if state.val_loss is not None:
+                    shown["val"] = f"{state.val_loss:.4f}"
+                bar.set_postfix(shown, refresh=False)  # drawn by the update
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
             final = state.step == cfg.max_steps
             if state.step % cfg.log_every == 0 or final or stop_any:
                 log_train(run, state, loss, lr, speed.rate(), bar)
@@ -419,21 +458,20 @@ def _loop(run: Run, state: State, progress: bool | None) -> dict:
     return finish(run, state, outcome)
 
 
-def train_step(run: Run, step: int, stop: StopRequested) -> tuple[float, float, int, bool]:
-    """One optimizer step at `step`: this process's micro-batches, gradient clipping, the update.
-    Returns (loss averaged over processes, learning rate, tokens of all processes, whether any
-    process was asked to stop)."""
-    cfg, dist = run.cfg, run.dist
-    lr = lr_at(step, cfg)
+def train_step(run: Run, state: State, stop: StopRequested) -> tuple[float, float, int, bool]:
+    """One optimizer step at state.step: this process's micro-batches (its share of the items
+    from state.position on), gradient clipping, the update. Returns (loss averaged over
+    processes, learning rate, tokens of all processes, whether any process was asked to stop)."""
+    cfg, dist, plan = run.cfg, run.dist, run.plan
+    lr = lr_at(state.step, cfg)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
-    accum = cfg.grad_accum // dist.world
-    base = step * cfg.batch_size * cfg.grad_accum  # the data position: items of earlier steps
+    accum = plan.accum
     loss_sum = torch.zeros((), device=dist.device)  # summed on the device: one sync per step
     ntok = 0
     for micro in range(accum):
-        start = base + (micro * dist.world + dist.rank) * cfg.batch_size
-        x, y = run.data.train.take(start, cfg.batch_size)
+        start = state.position + (micro * dist.world + dist.rank) * plan.micro
+        x, y = run.data.train.take(start, plan.micro)
         x, y = x.to(dist.device, non_blocking=True), y.to(dist.device, non_blocking=True)
         sync = not dist.enabled or micro == accum - 1  # DDP: all-reduce gradients once per step
         with (contextlib.nullcontext() if sync else run.module.no_sync()), run.autocast:
@@ -459,7 +497,7 @@ def log_start(run: Run, state: State) -> None:
                      "world_size": run.dist.world, "device": str(run.dist.device),
                      "params": run.model.num_params(), "train_tokens": data.train_tokens,
                      "val_tokens": data.val_tokens,
-                     "tokens_per_step": cfg.batch_size * cfg.grad_accum * data.block,
+                     "tokens_per_step": run.plan.sequences * data.block,
                      "config": cfg.to_dict()})
 
 
@@ -482,8 +520,13 @@ def evaluate_step(run: Run, state: State, final: bool, bar) -> None:
         state.val_loss = val
         run.metrics.log({"type": "eval", "step": state.step, "val_loss": round(val, 5),
                          "val_ppl": round(perplexity(val), 3)})
-        if bar is not None:
-            bar.write(f"step {state.step}: val loss {val:.4f}")
+        if run.dist.main:  # on the terminal too, not only in metrics.jsonl
+            line = (f"step {state.step}/{cfg.max_steps}  val loss {val:.4f}  "
+                    f"perplexity {perplexity(val):.2f}")
+            if bar is not None:
+                bar.write(line)
+            else:
+                print(line, flush=True)
     if run.dist.main and (cfg.sample_every == 0 or state.step % cfg.sample_every == 0 or final):
         log_sample(run, state)
     if val is not None and val < state.best_val:
@@ -538,7 +581,7 @@ def save_step(run: Run, state: State) -> Path:
     trainer_state = {"step": state.step,
                      "best_val": state.best_val if math.isfinite(state.best_val) else None,
                      "tokens": state.tokens, "elapsed_s": state.elapsed(),
-                     "data_position": state.step * cfg.batch_size * cfg.grad_accum,
+                     "data_position": state.position,
                      "world_size": run.dist.world, "mode": run.mode}
     device = run.dist.device
     blob = {"optimizer": run.optimizer.state_dict(),
@@ -579,7 +622,7 @@ def model_card(run: Run, state: State) -> str:
         f"- started from: `{cfg.init_from}`" if cfg.init_from else "- started from: random init",
         f"- preset: `{cfg.preset}`" if cfg.preset else "- preset: none",
         f"- steps: {summary['step']} of {cfg.max_steps}; tokens seen: {summary['tokens']:,}",
-        f"- batch: {cfg.batch_size} x {cfg.grad_accum} sequences of up to {c.block_size} tokens; "
+        f"- batch: {_batch_text(run.plan)} sequences of up to {c.block_size} tokens; "
         f"AdamW lr {cfg.lr:g}, warmup {cfg.warmup_steps}, cosine to {cfg.lr * cfg.min_lr_ratio:g}",
     ]
     if summary["val_loss"] is not None:
@@ -589,6 +632,11 @@ def model_card(run: Run, state: State) -> str:
     if state.sample:
         lines += ["", "## Sample", "", "```", state.sample.strip(), "```"]
     return "\n".join(lines) + "\n"
+
+
+def _batch_text(plan: BatchPlan) -> str:
+    one = f"{plan.micro} x {plan.accum}"
+    return one if plan.world == 1 else f"{plan.world} processes x {one}"
 
 
 def _torch_bytes(obj) -> bytes:

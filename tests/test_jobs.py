@@ -101,9 +101,10 @@ def test_bad_options_fail_before_spawning(tmp_path, change, message):
 def test_existing_run_needs_resume_or_force(tmp_path):
     jobs = JobManager(tmp_path / "runs")
     run = tmp_path / "runs" / "demo"
-    run.mkdir(parents=True)
+    (run / "checkpoints" / "step-100").mkdir(parents=True)
     (run / "train_config.json").write_text("{}")
-    with pytest.raises(ValueError, match="already holds a training run"):
+    (run / "checkpoints" / "step-100" / "config.json").write_text('{"format": "gpt-workbench"}')
+    with pytest.raises(ValueError, match="already holds a training run, last checkpoint at step 100"):
         jobs.start(options(tmp_path))
     (tmp_path / "runs" / "mine").mkdir()
     (tmp_path / "runs" / "mine" / "thesis.tex").write_text("do not delete")

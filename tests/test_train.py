@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from engine.run_dir import check_run_dir
 from engine.train import lr_at, make_optimizer, train
 from engine.train_config import TrainConfig, resolve_config
 
+ROOT = Path(__file__).resolve().parent.parent
 WORDS = ("the fox ran to a river and saw fish in cold water while birds sang over old trees "
          "near the quiet hill where children played every long summer day").split()
 
@@ -127,7 +129,11 @@ def test_run_directory_is_never_overwritten(tmp_path):
         check_run_dir(tiny(tmp_path), resume=False, force=True)
     (run / "notes.txt").unlink()
     (run / "train_config.json").write_text("{}")
-    with pytest.raises(ValueError, match="already holds a training run.*--resume.*--force"):
+    check_run_dir(tiny(tmp_path), resume=False, force=False)  # no checkpoint: may start over
+    (run / "checkpoints" / "step-2").mkdir(parents=True)
+    (run / "checkpoints" / "step-2" / "config.json").write_text('{"format": "gpt-workbench"}')
+    with pytest.raises(ValueError, match="already holds a training run, last checkpoint at step 2"
+                                         ".*--resume.*--force"):
         check_run_dir(tiny(tmp_path), resume=False, force=False)
     with pytest.raises(ValueError, match="contradict"):
         check_run_dir(tiny(tmp_path), resume=True, force=True)
@@ -280,3 +286,106 @@ def test_cli_train_then_eval_matches_the_runs_val_loss(tmp_path, capsys):
     # the same command again refuses to overwrite the run
     assert main(["train", "--data", str(tmp_path / "c.txt"), "--out", str(tmp_path / "r"), *common]) == 2
     assert "already holds a training run" in capsys.readouterr().err
+
+
+def _flags(tmp_path, **changes) -> list[str]:
+    values = {"--data": str(tmp_path / "c.txt"), "--out": str(tmp_path / "r"), "--n-layer": "2",
+              "--n-head": "2", "--n-embd": "32", "--block-size": "32", "--tokenizer": "bpe",
+              "--vocab-size": "300", "--batch-size": "4", "--max-steps": "1000",
+              "--save-every": "1000", "--eval-every": "1000", "--eval-batches": "1",
+              "--log-every": "1", "--sample-tokens": "4", "--cache-dir": str(tmp_path / "cache")}
+    values.update(changes)
+    return [a for k, v in values.items() for a in (k, v)] + ["--no-progress"]
+
+
+def _crash_before_the_first_checkpoint(tmp_path) -> None:
+    """Start a run that saves only at step 1000 and kill it (SIGKILL) once it is training."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from engine.run_dir import check_run_dir
+
+    run = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "train", *_flags(tmp_path)],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not any(e["type"] == "train" for e in read_metrics(run / "metrics.jsonl")):
+            assert proc.poll() is None and time.time() < deadline, "the run did not start"
+            time.sleep(0.05)
+        # while it trains, nothing else may start in its directory
+        with pytest.raises(ValueError, match=f"a training process \\(pid {proc.pid}\\) is using"):
+            check_run_dir(TrainConfig(data="x", out=str(run)), resume=False, force=True)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert list_checkpoints(run) == [] and (run / "train_config.json").is_file()
+
+
+def test_a_run_that_never_saved_is_started_over_and_resume_says_where_it_starts(tmp_path, capsys):
+    corpus(tmp_path / "c.txt")
+    _crash_before_the_first_checkpoint(tmp_path)
+    # the same command again: nothing to keep, so it simply starts over (no --force needed)
+    assert main(["train", *_flags(tmp_path, **{"--max-steps": "2"})]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {tmp_path / 'r'} held a run that never saved a checkpoint; starting it over" in err
+    assert [s for s, _ in list_checkpoints(tmp_path / "r")] == [2]
+    assert [e["step"] for e in read_metrics(tmp_path / "r" / "metrics.jsonl")
+            if e["type"] == "start"] == [0]  # the crashed attempt's metrics are gone
+
+    # with a checkpoint, the same command is refused, and --resume says where it continues
+    assert main(["train", *_flags(tmp_path, **{"--max-steps": "2"})]) == 2
+    assert "already holds a training run, last checkpoint at step 2" in capsys.readouterr().err
+    assert main(["train", *_flags(tmp_path, **{"--max-steps": "3"}), "--resume"]) == 0
+    out = capsys.readouterr()
+    assert (f"resume: continuing {tmp_path / 'r'} from step 2 "
+            f"({tmp_path / 'r' / 'checkpoints' / 'step-2'}); 1 more step to --max-steps 3") in out.err
+    assert "finished at step 3" in out.out
+
+
+def test_resume_of_a_run_that_never_saved_starts_fresh_and_says_why(tmp_path, capsys):
+    corpus(tmp_path / "c.txt")
+    _crash_before_the_first_checkpoint(tmp_path)
+    assert main(["train", *_flags(tmp_path, **{"--max-steps": "2"}), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert (f"resume: {tmp_path / 'r'} has nothing to continue from: it stopped before its first "
+            "checkpoint (it saves every 1000 steps and at the end); training starts from step 0 "
+            "with the run's options") in err
+    assert [s for s, _ in list_checkpoints(tmp_path / "r")] == [2]
+
+
+def test_training_in_a_terminal_draws_bars_and_shows_validation_loss(tmp_path):
+    # A terminal (a pseudo-terminal here) gets tqdm bars: "tokenizing" has no total, which once
+    # crashed (a tqdm bar without a total has no truth value). Piped output gets one line per
+    # log step. Both show the validation loss at each evaluation, not only at the end.
+    import os
+    import sys
+
+    from terminal import run_in_terminal, run_piped
+
+    corpus(tmp_path / "c.txt")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    flags = _flags(tmp_path, **{"--max-steps": "4", "--eval-every": "2", "--save-every": "4"})
+    flags.remove("--no-progress")
+    argv = [sys.executable, "-m", "engine", "train", *flags]
+    tty = run_in_terminal(argv, cwd=ROOT, env=env, timeout=120)
+    assert tty.returncode == 0, tty.output
+    assert "tokenizing: " in tty.output and "tok/s]" in tty.output
+    assert "training: 100%" in tty.output and "4/4" in tty.output
+    lines = tty.lines()
+    assert any(ln.startswith("step 2/4  val loss ") for ln in lines)
+    assert any(ln.startswith("step 4/4  val loss ") for ln in lines)
+    assert any(ln.startswith("finished at step 4") for ln in lines)
+    assert "Traceback" not in tty.output
+
+    piped = run_piped(argv + ["--out", str(tmp_path / "piped")], cwd=ROOT, env=env, timeout=120)
+    assert piped.returncode == 0, piped.output
+    assert "%|" not in piped.output  # no bars
+    lines = piped.lines()
+    assert any(ln.startswith("step 1/4  loss ") for ln in lines)
+    val2 = next(i for i, ln in enumerate(lines) if ln.startswith("step 2/4  val loss "))
+    step3 = next(i for i, ln in enumerate(lines) if ln.startswith("step 3/4  loss "))
+    assert val2 < step3  # during training, not at the end

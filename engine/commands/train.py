@@ -1,15 +1,20 @@
-"""Train a model: pretraining on text, or instruction tuning (SFT) on Alpaca/Dolly JSONL.
+r"""Train a model: pretraining on text, or instruction tuning (SFT) on Alpaca/Dolly JSONL.
 
-Examples:
-  python -m engine train --data data/stories/stories.txt --out runs/story --preset story-cpu
-  python -m engine train --data hf:roneneldan/TinyStories --out runs/ts --preset tinystories-gpu
-  python -m engine train --data data/python/qa.jsonl --val-data data/python/qa_val.jsonl \
-      --out runs/python-sft --preset python-sft-cpu --init-from runs/python-docs
-  python -m engine train --out runs/story --resume            # continue where it stopped
-  torchrun --nproc_per_node=4 -m engine train --data ... --out ...   # DistributedDataParallel
+examples:
+  python -m engine train --preset cpu-demo --data data/stories/stories.txt --out runs/demo
+  python -m engine train --out runs/demo --resume --max-steps 600    # continue, further
+  python -m engine train --preset story-cpu --data data/stories/stories.txt --out runs/story
+  python -m engine train --preset python-cpu --data data/python/docs.txt --out runs/python-docs
+  python -m engine train --preset python-sft-cpu --data data/python/qa.jsonl       --val-data data/python/qa_val.jsonl --init-from runs/python-docs --out runs/python-sft
+  python -m engine train --preset tinystories-gpu --data hf:roneneldan/TinyStories --out runs/ts
+  torchrun --standalone --nproc_per_node=2 -m engine train --preset cpu-demo       --data data/stories/stories.txt --out runs/demo-ddp --device cpu
+  python -m engine train --preset story-cpu --help    # the options with that preset's values
 
-Flags override the preset; the preset overrides the defaults. Ctrl-C (or SIGTERM) saves a
-checkpoint and exits; --resume continues exactly. See docs/training.md.
+Flags override the preset; the preset overrides the defaults. A run that stopped before its
+first checkpoint is simply started over by the same command; Ctrl-C (or SIGTERM) saves a
+checkpoint and exits, and --resume continues exactly. torchrun (next to python: .venv/bin/torchrun)
+runs the same command with DistributedDataParallel; a step's batch is shared among the
+processes (a note says how). See docs/training.md.
 """
 
 from __future__ import annotations
@@ -55,14 +60,68 @@ HELP = {
     "compile": "torch.compile the model", "seed": "random seed (init, data order, dropout)",
 }
 SKIP = {"preset"}
+OWN_HELP = True  # engine.__main__ leaves -h/--help to add_arguments (PresetHelp)
+
+
+class PresetHelp(argparse.Action):
+    """-h/--help: the options with their defaults, or with a preset's values when --preset NAME
+    comes before --help."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from ..presets import PRESETS
+
+        preset = getattr(namespace, "preset", None)
+        if preset:
+            values = PRESETS[preset]
+            for action in parser._actions:
+                field = getattr(action, "field", None)
+                if field in values:
+                    action.help = _help_text(field, values[field], f"preset {preset}")
+        parser.print_help()
+        parser.exit()
+
+
+def _help_text(field: str, value, source: str = "default") -> str:
+    shown = "" if value in ("", None) else f" ({source}: {value})"
+    return (HELP.get(field, "") + shown).replace("%", "%%")  # argparse %-formats help
+
+
+def presets_table() -> str:
+    """The presets as a person reads them in --help: what each sets (flags override it)."""
+    import json
+
+    from ..presets import PRESETS
+    from ..train_config import TrainConfig, option_args
+
+    defaults = TrainConfig()
+    lines = ["presets: --preset NAME is the same as these flags (flags given on the command line",
+             "win over them; every other option keeps its default):"]
+    for name, values in PRESETS.items():
+        flags = [" ".join(json.dumps(a) if " " in a else a for a in option_args(k, v))
+                 for k, v in values.items() if getattr(defaults, k) != v]
+        line = f"  {name}:"
+        for f in flags:  # wrapped between flags, never inside one
+            if len(line) + 2 + len(f) > 92:
+                lines.append(line)
+                line = "    "
+            line += "  " + f
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..presets import PRESETS
     from ..train_config import TrainConfig, flag
 
-    parser.add_argument("--preset", default=argparse.SUPPRESS, choices=sorted(PRESETS),
-                        help="a named recipe: " + "; ".join(sorted(PRESETS)))
+    parser.add_argument("-h", "--help", action=PresetHelp,  # OWN_HELP: argparse adds none
+                        help="show this help and exit (after --preset NAME: with its values)")
+    parser.epilog = presets_table()
+    parser.add_argument("--preset", default=argparse.SUPPRESS, choices=list(PRESETS),
+                        help="a named recipe (listed below)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last complete checkpoint")
     parser.add_argument("--force", action="store_true",
@@ -74,16 +133,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if f.name in SKIP:
             continue
         default = getattr(defaults, f.name)
-        help_text = HELP.get(f.name, "") + (f" (default: {default})" if default not in ("", None) else "")
+        help_text = _help_text(f.name, default)
         if isinstance(default, bool):
-            parser.add_argument(flag(f.name), action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=help_text)
+            action = parser.add_argument(flag(f.name), action=argparse.BooleanOptionalAction,
+                                         default=argparse.SUPPRESS, help=help_text)
         else:
-            parser.add_argument(flag(f.name), type=type(default), default=argparse.SUPPRESS,
-                                metavar=f.name.upper(), help=help_text)
+            action = parser.add_argument(flag(f.name), type=type(default),
+                                         default=argparse.SUPPRESS, metavar=f.name.upper(),
+                                         help=help_text)
+        action.field = f.name  # PresetHelp shows a preset's value here
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..distributed import is_main_process
     from ..run_dir import check_run_dir
     from ..train import train
     from ..train_config import TrainConfig, resolve_config
@@ -91,9 +153,12 @@ def run(args: argparse.Namespace) -> int:
     names = {f.name for f in dataclasses.fields(TrainConfig)} - SKIP
     options = {k: getattr(args, k) for k in names if hasattr(args, k)}
     cfg = resolve_config(options, preset=getattr(args, "preset", None), resume=args.resume)
-    check_run_dir(cfg, args.resume, args.force)
+    if is_main_process():  # under torchrun, rank 0 alone owns the run directory
+        check_run_dir(cfg, args.resume, args.force)
     summary = train(cfg, resume=args.resume, force=args.force, progress=args.progress)
-    val = summary.get("val_loss")
-    print(f"{summary['state']} at step {summary['step']}: {summary['tokens']:,} tokens"
-          + (f", val loss {val:.4f}" if val is not None else "") + f"; checkpoints in {cfg.out}/checkpoints")
+    if is_main_process():
+        val = summary.get("val_loss")
+        print(f"{summary['state']} at step {summary['step']}: {summary['tokens']:,} tokens"
+              + (f", val loss {val:.4f}" if val is not None else "")
+              + f"; checkpoints in {cfg.out}/checkpoints")
     return 0
