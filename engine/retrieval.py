@@ -183,8 +183,20 @@ class DocsIndex:
         if earlier and is_follow_up(query):
             scores = scores + FOLLOW_UP_WEIGHT * self._fused(earlier[-1].strip()[:2000] + " " + query)
         scores = scores + API_BOOST * self._is_api
-        top = torch.topk(scores, min(k, len(self.passages)))
-        return [Hit(self.passages[i], float(s)) for s, i in zip(top.values, top.indices)]
+        # One passage per entry: a long section's chunks (or one API documented twice) would
+        # otherwise fill the slots that a different answer could use.
+        top = torch.topk(scores, min(CANDIDATES, len(self.passages)))
+        hits, seen = [], set()
+        for s, i in zip(top.values.tolist(), top.indices.tolist()):
+            p = self.passages[i]
+            keys = {p.url, p.api or p.url}
+            if keys & seen:
+                continue
+            seen |= keys
+            hits.append(Hit(p, s))
+            if len(hits) == k:
+                break
+        return hits
 
 
 def _scaled(x):
