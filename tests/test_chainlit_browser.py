@@ -1,6 +1,6 @@
 """End to end: `chainlit run chainlit_app.py --headless` on a loopback port, driven in headless
-Chromium as a person would use it: chat and see the answer stream in, get a refusal, change a
-setting, switch profile, stop a reply, two sessions at once, and train from the chat (start, see
+Chromium as a person would use it: chat and see the answer stream in, open its sources, get a
+refusal, change a setting, switch profile, stop a reply, two sessions at once, and train from the chat (start, see
 progress, reload the page, stop, pick the new model)."""
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("chainlit-e2e")
-    env = {**os.environ, "WORKBENCH_CHECKPOINTS": str(make_checkpoints(root, SLOW_PYTHON)),
+    # The python model is grounded (answers list their docs sources) and slow enough to stop.
+    checkpoints = make_checkpoints(root, SLOW_PYTHON, grounded=True)
+    env = {**os.environ, "WORKBENCH_CHECKPOINTS": str(checkpoints),
            "WORKBENCH_RUNS": str(root / "runs"), "WORKBENCH_DATA": str(make_data(root)),
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("WORKBENCH_ALLOW_TRAINING", None)
@@ -246,6 +248,24 @@ def test_python_assistant_streams_stops_and_declines_off_topic(server, browser):
              "the refusal")
     refusal = [r for r in replies(d) if "Sorry, I'm a Python assistant" in r][0]
     assert "Why:" in refusal
+
+
+def test_python_answer_shows_its_sources_collapsed(server, browser):
+    d = browser
+    open_app(d, server)
+    change_settings(d, max_new_tokens="min")
+    send(d, "How do I reverse a list?")
+    wait_reply(d, 1, "the answer")
+    answer = d.find_elements(By.CSS_SELECTOR, "[data-step-type=assistant_message]")[0]
+    toggle = wait_for(d, lambda: answer.find_elements(By.ID, "sources-toggle"), "the sources")[0]
+    assert toggle.text.strip() == "Sources (3)"
+    links = lambda: [a for a in answer.find_elements(  # noqa: E731
+        By.CSS_SELECTOR, "a[href^='https://docs.python.org/3/']") if a.is_displayed()]
+    assert not links()  # collapsed
+    click(d, toggle)
+    shown = wait_for(d, lambda: len(links()) == 3 and links(), "the sources to open", timeout=10)
+    assert all(a.get_attribute("target") == "_blank" for a in shown)
+    assert "list.reverse()" in [a.text for a in shown]
 
 
 def test_settings_change_applies_to_the_next_message(server, browser):

@@ -1,6 +1,6 @@
 """The Gradio app in headless Chromium (Debian's chromium + chromedriver), used as a person would:
 chat and watch the answer stream in, see a refusal and its reason, reload and find the chat
-again, write a story, open the sampling explorer and move a slider, start a tiny training run,
+again, open an answer's documentation sources, write a story, open the sampling explorer and move a slider, start a tiny training run,
 watch the loss curve update, stop it, and find the run in the model picker.
 
 Set GRADIO_E2E_SCREENSHOTS=/some/dir to keep a screenshot of each step.
@@ -35,7 +35,8 @@ SHOTS = os.environ.get("GRADIO_E2E_SCREENSHOTS")
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    wb = make_workbench(root, python_shape=SLOW_PYTHON)  # slow enough to stop midway
+    # Slow enough to stop midway; grounded, so python answers list their docs sources.
+    wb = make_workbench(root, python_shape=SLOW_PYTHON, grounded=True)
     demo, url = start_server(wb)
     yield wb, url
     try:
@@ -186,6 +187,41 @@ def test_chat_streams_refuses_and_survives_reload(app, browser):
     wait_for(lambda: bot_texts(browser) != first and len(bot_texts(browser)) == 1
              and "tokens/s" in css(browser, "#chat-stats").text, 60, what="the retried answer")
     shot(browser, "2b-retried")
+
+
+def test_python_answer_shows_its_sources_collapsed(app, browser):
+    """Under a Python-mode answer: a closed "Sources (3)" note that opens to links to
+    docs.python.org (new tab); code in a message shows as a code block with a copy button."""
+    wb, url = app
+    open_app(browser, url)
+    time.sleep(1)  # the page load restores the kept conversation
+    for button in browser.find_elements(By.CSS_SELECTOR, '#chatbot button[aria-label="Clear"]'):
+        button.click()
+    set_number(browser, "#sampling-max-new-tokens input[type=number]", 20)
+    box = css(browser, "#chat-input textarea")
+    for line in ("How do I reverse a list?", "```python", "items.reverse()  # <b>in place</b>"):
+        box.send_keys(line)
+        box.send_keys(Keys.SHIFT, Keys.ENTER)  # a new line (a modifier lasts to the call's end)
+    box.send_keys("```")
+    box.send_keys(Keys.ENTER)
+    wait_for(lambda: "tokens/s" in css(browser, "#chat-stats").text, 90, what="the answer")
+    chat = css(browser, "#chatbot")
+    [code] = chat.find_elements(By.CSS_SELECTOR, ".user-row pre")
+    # Code, as written, not HTML (textContent: the block may be scrolled out of view).
+    assert code.get_attribute("textContent").strip() == "items.reverse()  # <b>in place</b>"
+    assert chat.find_elements(By.CSS_SELECTOR, ".user-row .copy_code_button")
+    title = wait_for(lambda: [e for e in chat.find_elements(By.CSS_SELECTOR, ".bot-row .title")
+                              if e.text.strip() == "Sources (3)"], 10, what="the sources note")[0]
+    links = lambda: [a for a in chat.find_elements(  # noqa: E731
+        By.CSS_SELECTOR, ".bot-row a[href^='https://docs.python.org/3/']") if a.is_displayed()]
+    assert not links()  # collapsed
+    title.click()
+    shown = wait_for(lambda: len(links()) == 3 and links(), 10, what="the sources to open")
+    assert all(a.get_attribute("target") == "_blank" for a in shown)
+    assert "list.reverse()" in [a.text for a in shown]
+    shot(browser, "2c-sources")
+    title.click()
+    wait_for(lambda: not links(), 10, what="the sources to close again")
 
 
 def test_story_and_sampling_explorer(app, browser):
