@@ -1,8 +1,10 @@
-"""Evaluate a model on data: print the mean cross-entropy loss and the perplexity.
+r"""Evaluate a model on data: print the mean cross-entropy loss and the perplexity.
 
-Examples:
-  python -m engine eval --model runs/story --data data/story            # its validation split
-  python -m engine eval --model gpt2 --data book.txt --split all --json
+examples:
+  python -m engine eval --model story --data data/stories/stories.txt     # its validation split
+  python -m engine eval --model story --data data/stories/stories.txt --split all \
+      --max-batches 20 --json
+  python -m engine eval --model gpt2 --data data/stories/stories.txt --max-batches 20
 
 Text is cut into non-overlapping windows of the model's context; instruction data (JSONL) is
 scored on the response tokens only, as in training. The validation split is the one training

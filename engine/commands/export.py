@@ -5,8 +5,9 @@ Writes config.json, model.safetensors (float32), generation_config.json and the 
 transformers' GPT2LMHeadModel.from_pretrained and AutoTokenizer.from_pretrained load it with the
 same logits, and serving engines that read transformers folders (vLLM, TGI) can serve it.
 
-example:
-  python -m engine export --model runs/story --out exported/story
+examples:
+  python -m engine export --model story --out exported/story
+  python -m engine export --model runs/demo/checkpoints/best --out exported/demo   # a run's best
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ and, with --stats, speed figures go to stderr, so stdout holds only the generate
 
 examples:
   python -m engine generate --model gpt2 --prompt "The meaning of life is" --seed 1
-  python -m engine generate --model runs/story --prompt "Once upon a time" \
-      --temperature 0.7 --top-k 40 --stop "The end." --max-new-tokens 200
+  python -m engine generate --model story --prompt "The king" --temperature 0.7 \
+      --top-k 40 --stop "KING HENRY." --max-new-tokens 200
+  python -m engine generate --model runs/demo --prompt "KING HENRY." -n 50   # a training run
 """
 
 from __future__ import annotations
