@@ -17,8 +17,8 @@ import time
 from engine import retrieval as R
 from engine.assistant_eval import read_questions, source_matches
 
-GRID = {"LEXICAL_WEIGHT": [0.3, 0.5, 0.8], "API_BOOST": [0.0, 0.1, 0.2],
-        "FOLLOW_UP_WEIGHT": [0.3, 0.6]}
+GRID = {"RRF_K": [10, 60], "LEXICAL_WEIGHT": [0.5, 1.0], "API_BOOST": [0.0, 0.002],
+        "FOLLOW_UP_WEIGHT": [0.3, 0.5, 0.8]}
 
 
 def recall(index: R.DocsIndex, items: list[dict], k: int, misses: bool = False) -> dict:
@@ -47,9 +47,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     items = read_questions(split=args.split)
     index = R.default_index()
-    # Each query's two component vectors do not depend on the weights: compute them once.
-    components, cache = index.components, {}
-    index.components = lambda q: cache[q] if q in cache else cache.setdefault(q, components(q))
     settings = [dict(zip(GRID, v)) for v in itertools.product(*GRID.values())] if args.grid else [{}]
     for s in settings:
         for name, value in s.items():
