@@ -38,6 +38,7 @@ from typing import Sequence
 HEAD_FILE = Path(__file__).parent / "assets" / "code_filter_head.json"
 MODEL_NAME = "all-MiniLM-L6-v2"
 MAX_TOKENS = 128  # the tokenizer's own truncation; questions are short
+ENCODE_CACHE = 256  # texts whose vectors SentenceEncoder.encode keeps
 
 
 def model_dir() -> Path | None:
@@ -73,10 +74,21 @@ class SentenceEncoder:
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self.w = {k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()}
         self.torch = torch
+        self._cache: dict[str, object] = {}
+        self._cache_lock = threading.Lock()
 
     def encode(self, text: str):
-        """One text -> a unit vector (torch tensor of shape (384,))."""
-        return self.encode_batch([text])[0]
+        """One text -> a unit vector (torch tensor of shape (384,)). The last few hundred are
+        remembered: the filter and the docs search encode the same question one after the other."""
+        with self._cache_lock:
+            vec = self._cache.get(text)
+        if vec is None:
+            vec = self.encode_batch([text])[0]
+            with self._cache_lock:
+                if len(self._cache) >= ENCODE_CACHE:
+                    self._cache.pop(next(iter(self._cache)))  # the oldest
+                self._cache[text] = vec
+        return vec
 
     def encode_batch(self, texts: Sequence[str]):
         """Texts -> unit vectors (shape (len(texts), 384)); padded to the longest, masked."""

@@ -114,6 +114,8 @@ def main() -> None:
     ap.add_argument("--pretrain-run", type=Path)
     ap.add_argument("--sft-run", type=Path, help="a first instruction-tuning run (before --run)")
     ap.add_argument("--eval", type=Path, help="JSON printed by `python -m engine eval-assistant`")
+    ap.add_argument("--started-from", default="",
+                    help="what the run's --init-from was, when its own runs are not at hand")
     args = ap.parse_args()
 
     best = args.run / "checkpoints" / "best"
@@ -135,7 +137,9 @@ def main() -> None:
         lines += stage_lines("pretraining", run_summary(args.pretrain_run), c.block_size)
     if args.sft_run:
         lines += stage_lines("instruction tuning", run_summary(args.sft_run), c.block_size)
-    if args.sft_run:
+    if args.started_from:
+        lines += [f"- started from: {args.started_from}"]
+    if args.sft_run or args.started_from:
         lines += [f"- context window extended to {c.block_size} tokens "
                   "(scripts/extend_context.py: new position embeddings, the rest kept)"]
         lines += stage_lines("grounded instruction tuning", final, c.block_size)
@@ -166,7 +170,7 @@ def main() -> None:
               "Temperature 0.7, top-k 40, top-p 0.95, repetition penalty 1.1, 80 new tokens, "
               "seeds 0, 1, 2:", ""]
     for prompt, text in samples(args.name, best):
-        lines += [f"**{prompt}**", "", "```", text, "```", ""]
+        lines += [f"**{prompt}**", "", "````", text, "````", ""]  # samples may hold ``` blocks
     dest = ROOT / "checkpoints" / args.name
     with atomic_directory(dest) as tmp:
         for f in KEEP:

@@ -19,7 +19,7 @@ COMMON=(--n-layer 4 --n-head 4 --block-size 256 --tokenizer bpe --batch-size 16 
         --save-every 100 --log-every 10 --seed 1337 --no-progress)
 STORY_SHAPE=("${COMMON[@]}" --n-embd 192 --vocab-size 2048 --lr 2e-3)
 PYTHON_SHAPE=("${COMMON[@]}" --n-embd 256 --vocab-size 4096 --lr 1.5e-3)
-GROUNDED_SFT=(--batch-size 16 --lr 1e-3 --min-lr-ratio 0.1 --warmup-steps 50 --max-steps 1200
+GROUNDED_SFT=(--batch-size 16 --lr 1e-3 --min-lr-ratio 0.1 --warmup-steps 50 --max-steps 480
               --weight-decay 0.0 --eval-every 100 --eval-batches 10 --save-every 100
               --log-every 10 --seed 1337 --no-progress --sample-prompt "How do I reverse a list?")
 
