@@ -109,6 +109,16 @@ class Dist:
         torch.distributed.all_reduce(t)
         return t.tolist()
 
-    def close(self) -> None:
+    def close(self, clean: bool = True) -> None:
+        """Leave the process group. Whatever still holds it (a DDP module left in a reference
+        cycle) is collected first: freed at interpreter exit instead, gloo's threads can abort
+        the process ("terminate called without an active exception") after a finished run.
+        clean: every process got here, so wait for all of them before tearing connections down;
+        after an error, leave at once (a peer may never come)."""
         if self.enabled and torch.distributed.is_initialized():
+            import gc
+
+            gc.collect()
+            if clean:
+                torch.distributed.barrier()
             torch.distributed.destroy_process_group()

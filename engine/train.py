@@ -116,18 +116,22 @@ def train(cfg: TrainConfig, resume: bool = False, force: bool = False,
     cfg.validate()
     dist = Dist(cfg.device)
     lock: RunLock | None = None
-    failed = True
+    run: Run | None = None
+    stage = "setup"
     try:
         if dist.main:  # rank 0 owns the run directory until the run ends
             lock = prepare_run_dir(cfg, resume, force)
         dist.barrier()
         run, state = _setup(cfg, dist, resume, on_event, progress)
-        failed = False
-        return _loop(run, state, progress)
+        stage = "loop"
+        summary = _loop(run, state, progress)
+        stage = "done"
+        return summary
     finally:
-        if lock is not None:
-            lock.release(failed)  # a run that failed before training leaves no empty folder
-        dist.close()
+        if lock is not None:  # a run that failed before training leaves no empty folder
+            lock.release(failed=stage == "setup")
+        run = None  # DDP holds the process group: let go of it before the group is destroyed
+        dist.close(clean=stage == "done")
 
 
 def _setup(cfg: TrainConfig, dist: Dist, resume: bool,

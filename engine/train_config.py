@@ -47,7 +47,7 @@ class TrainConfig:
     vocab_size: int = 8192  # for --tokenizer bpe
     # optimisation
     batch_size: int = 16  # sequences per micro-batch per process
-    grad_accum: int = 1  # micro-batches per step at world size 1 (divided by the world size)
+    grad_accum: int = 1  # micro-batches per step of one process (shared: distributed.batch_plan)
     max_steps: int = 1000
     lr: float = 6e-4
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
@@ -74,10 +74,6 @@ class TrainConfig:
     compile: bool = False
     seed: int = 1337
     preset: str = ""  # recorded for the model card
-
-    @property
-    def tokens_per_step(self) -> int:
-        return self.batch_size * self.grad_accum * (self.block_size or 256)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

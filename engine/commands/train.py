@@ -35,9 +35,10 @@ HELP = {
     "block_size": "context length in tokens (0: the --init-from model's, else 256)", "dropout": "dropout probability",
     "tokenizer": "gpt2 (GPT-2's 50257 tokens) or bpe (train a byte-level BPE on the data)",
     "vocab_size": "vocabulary size of the trained BPE (--tokenizer bpe)",
-    "batch_size": "sequences per micro-batch (per process)",
-    "grad_accum": "micro-batches per optimizer step at one process; divided by the number of "
-                  "processes under torchrun, so the effective batch stays the same",
+    "batch_size": "sequences per micro-batch (under torchrun: at most this many per process)",
+    "grad_accum": "micro-batches per optimizer step at one process; under torchrun the step's "
+                  "batch-size x grad-accum sequences are shared among the processes when they "
+                  "divide equally (a note says how)",
     "max_steps": "optimizer steps", "lr": "peak learning rate (AdamW)",
     "min_lr_ratio": "cosine decay ends at lr * this", "warmup_steps": "linear warmup steps",
     "weight_decay": "AdamW weight decay (matrices only)", "beta1": "AdamW beta1",
