@@ -57,7 +57,7 @@ _FOLLOW_UP = re.compile(
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-class IndexError_(ValueError):
+class DocsIndexError(ValueError):
     """The index is missing or damaged; the message says how to build it."""
 
 
@@ -105,7 +105,7 @@ class DocsIndex:
         import Stemmer
 
         if len(passages) != len(embeddings):
-            raise IndexError_(f"the index has {len(passages)} passages but {len(embeddings)} "
+            raise DocsIndexError(f"the index has {len(passages)} passages but {len(embeddings)} "
                               f"vectors; {BUILD_HINT}")
         self.passages = passages
         self.embeddings = embeddings.float()
@@ -128,21 +128,21 @@ class DocsIndex:
 
     @classmethod
     def load(cls, path: Path | str = DEFAULT_INDEX_DIR, encoder=None) -> "DocsIndex":
-        """Read passages.jsonl and embeddings.safetensors; IndexError_ says what is wrong."""
+        """Read passages.jsonl and embeddings.safetensors; DocsIndexError says what is wrong."""
         from safetensors.torch import load_file
 
         path = Path(path)
         pfile, efile = path / "passages.jsonl", path / "embeddings.safetensors"
         for f in (pfile, efile):
             if not f.is_file():
-                raise IndexError_(f"the Python docs index is missing ({f} not found); {BUILD_HINT}")
+                raise DocsIndexError(f"the Python docs index is missing ({f} not found); {BUILD_HINT}")
         try:
             rows = [json.loads(line) for line in pfile.read_text(encoding="utf-8").splitlines()
                     if line.strip()]
             passages = [Passage(**{k: r[k] for k in Passage.__dataclass_fields__}) for r in rows]
             embeddings = load_file(str(efile))["embeddings"]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise IndexError_(f"cannot read the Python docs index in {path} ({e}); "
+            raise DocsIndexError(f"cannot read the Python docs index in {path} ({e}); "
                               f"{BUILD_HINT}") from None
         return cls(passages, embeddings, encoder)
 

@@ -87,11 +87,11 @@ def test_search_rejects_bad_input_and_ignores_empty_queries():
 
 
 def test_a_missing_or_damaged_index_says_how_to_build_it(tmp_path):
-    with pytest.raises(R.IndexError_, match="build_docs_index.py"):
+    with pytest.raises(R.DocsIndexError, match="build_docs_index.py"):
         R.DocsIndex.load(tmp_path)
     (tmp_path / "passages.jsonl").write_text("{not json\n")
     (tmp_path / "embeddings.safetensors").write_bytes(b"junk")
-    with pytest.raises(R.IndexError_, match="cannot read"):
+    with pytest.raises(R.DocsIndexError, match="cannot read"):
         R.DocsIndex.load(tmp_path)
 
 
