@@ -103,10 +103,11 @@ class DocsIndex:
     def __init__(self, passages: list[Passage], embeddings, encoder=None) -> None:
         import bm25s
         import Stemmer
+        import torch
 
         if len(passages) != len(embeddings):
-            raise DocsIndexError(f"the index has {len(passages)} passages but {len(embeddings)} "
-                              f"vectors; {BUILD_HINT}")
+            raise DocsIndexError(f"the index has {len(passages)} passages but "
+                                 f"{len(embeddings)} vectors; {BUILD_HINT}")
         self.passages = passages
         self.embeddings = embeddings.float()
         self._encoder = encoder
@@ -116,7 +117,6 @@ class DocsIndex:
         self._bm25 = bm25s.BM25()
         self._bm25.index(tokens, show_progress=False)
         self._lock = threading.Lock()  # bm25s keeps per-call state; searches are sub-ms anyway
-        import torch
         self._is_api = torch.tensor([1.0 if p.api else 0.0 for p in passages])
 
     @staticmethod
