@@ -336,5 +336,7 @@ def test_training_from_the_chat_survives_reload_and_stops(server, browser):
     wait_for(d, lambda: any("Model: e2e-run (run)" in r for r in replies(d)),
              "the run chosen as the model", 60)
     d.find_element(By.ID, "chat-settings-open-modal").click()
-    picker = wait_for(d, lambda: d.find_elements(By.ID, "model"), "the model picker")[0]
-    assert "e2e-run (run)" in picker.text
+    # The dialog fades in: Selenium reads "" from an element that is not visible yet, so poll
+    # the text rather than reading it once.
+    wait_for(d, lambda: "e2e-run (run)" in d.find_element(By.ID, "model").text,
+             "the run in the model picker", 30)
