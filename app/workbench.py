@@ -63,19 +63,21 @@ class Workbench:
         return respond([{"role": "user", "content": prompt}], "story", ckpt, params, cancel=cancel)
 
     def chat(self, message: str, history: list, mode: str, spec: str, params: SamplingParams,
-             cancel: Cancel = None) -> Reply:
+             cancel: Cancel = None, system: str = "") -> Reply:
         """One chat turn in one of the engine's chat modes: a Reply that is either a refusal
         (.refused, .refusal, .reason: the Python assistant declines a message that is not about
         programming, without calling the model) or a stream of text deltas.
 
-        history: the conversation before `message` (checked with app.limits.clean_history)."""
+        history: the conversation before `message` (checked with app.limits.clean_history).
+        system: text put before the conversation (an API client's system message)."""
         if mode not in CHAT_MODES:
             raise ValueError(f"unknown chat mode {mode!r}; choose one of: {', '.join(CHAT_MODES)}")
         message = clean_text(message, "message")
         turns = clean_history(history)
         ckpt = self.models.load(spec)
+        system = clean_text(system, "system message", allow_empty=True)
         return respond(turns + [{"role": "user", "content": message}], mode, ckpt, params,
-                       cancel=cancel)
+                       cancel=cancel, system=system)
 
     def explain_next(self, text: str, spec: str, params: SamplingParams, top: int = 10) -> dict:
         """The top candidates for the token after `text`, with their probabilities after each
