@@ -90,10 +90,8 @@ class TextStream:
         tokens[:n] = torch.tensor(ids, dtype=torch.long)
         cache = KVCache(model.config, 1, block, device, param.dtype)
         sampler = Sampler(params, device)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text = TextDeltas(self.tokenizer, params.stop)
         window = params.repetition_window
-        pending = ""  # decoded text not yet emitted (it may be the start of a stop string)
-        max_stop = max((len(s) for s in params.stop), default=0)
 
         with torch.inference_mode():
             logits = model(tokens[:n].view(1, -1), cache=cache, last_only=True)[0][0, -1]
@@ -111,45 +109,24 @@ class TextStream:
                 break
             self.token_ids.append(token)
             stats.new_tokens += 1
-            pending += decoder.decode(self.tokenizer.token_bytes(token))
-            if params.stop:
-                hit = _find_stop(pending, params.stop)
-                if hit is not None:
-                    pending = pending[:hit]
-                    stats.finish_reason = "stop"
-                    break
-                emit = _safe_prefix(pending, params.stop, max_stop)
-            else:
-                emit = len(pending)
-            if emit:
+            delta = text.add(token)
+            if text.stopped:
+                stats.finish_reason = "stop"
+                break
+            if delta:
                 stats.elapsed_s = time.perf_counter() - t0
-                yield pending[:emit]
-                pending = pending[emit:]
+                yield delta
             if stats.new_tokens == params.max_new_tokens:
                 break  # skip the forward pass for a token we would not use
             with torch.inference_mode():
                 logits, n = self._advance(tokens, n, token, cache)
-        if stats.finish_reason != "stop":
-            pending += decoder.decode(b"", final=True)
+        rest = text.finish()
         stats.elapsed_s = time.perf_counter() - t0
-        if pending:
-            yield pending
+        if rest:
+            yield rest
 
     def _fitted_prompt(self, block: int) -> list[int]:
-        """The prompt's ids, or its last ones (with a notice) when the whole would leave the
-        output less room than it asks for, up to half the window."""
-        ids = self.prompt_ids or [self.tokenizer.eot_id]  # empty prompt: start of a document
-        # Keep room for the output (up to half the window) so a long prompt does not force a
-        # re-encode after every token.
-        room = min(self.params.max_new_tokens, block // 2)
-        if len(ids) > block - room:
-            keep = block - room
-            self.stats.notices.append(
-                f"The prompt has {len(ids)} tokens; kept the last {keep} to fit the model's "
-                f"{block}-token context window.")
-            log.warning(self.stats.notices[-1])
-            ids = ids[-keep:]
-        return ids
+        return fit_prompt(self.prompt_ids, self.tokenizer, self.params, block, self.stats.notices)
 
     def _advance(self, tokens: torch.Tensor, n: int, token: int, cache: KVCache) -> tuple[torch.Tensor, int]:
         """Put token at position n and run the model on it (cached); returns the logits for the
@@ -167,6 +144,62 @@ class TextStream:
             f"Reached the {block}-token context window; continuing from the last {keep} tokens.")
         log.info(self.stats.notices[-1])
         return self.model(tokens[:keep].view(1, -1), cache=cache, last_only=True)[0][0, -1], keep
+
+
+def fit_prompt(prompt_ids: Sequence[int], tokenizer: Tokenizer, params: SamplingParams, block: int,
+               notices: list[str]) -> list[int]:
+    """The prompt's ids, or its last ones (with a notice) when the whole would leave the
+    output less room than it asks for, up to half the window."""
+    ids = list(prompt_ids) or [tokenizer.eot_id]  # empty prompt: start of a document
+    # Keep room for the output (up to half the window) so a long prompt does not force a
+    # re-encode after every token.
+    room = min(params.max_new_tokens, block // 2)
+    if len(ids) > block - room:
+        keep = block - room
+        notices.append(f"The prompt has {len(ids)} tokens; kept the last {keep} to fit the "
+                       f"model's {block}-token context window.")
+        log.warning(notices[-1])
+        ids = ids[-keep:]
+    return ids
+
+
+class TextDeltas:
+    """Generated tokens -> text deltas for one generation, shared by stream() and the batched
+    scheduler (engine.serving): a delta never splits a multi-byte UTF-8 character, and text that
+    could be the start of a stop string is held back until it is decided.
+
+        delta = text.add(token)   # what can be shown now ("" if nothing yet)
+        if text.stopped: ...      # a stop string completed: end the generation
+        rest = text.finish()      # at the end: what was held back (up to the stop string)
+    """
+
+    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = ()) -> None:
+        self.tokenizer = tokenizer
+        self.stop = tuple(stop)
+        self.max_stop = max((len(s) for s in self.stop), default=0)
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.pending = ""  # decoded text not yet emitted (it may be the start of a stop string)
+        self.stopped = False
+
+    def add(self, token: int) -> str:
+        self.pending += self.decoder.decode(self.tokenizer.token_bytes(token))
+        if self.stop:
+            hit = _find_stop(self.pending, self.stop)
+            if hit is not None:  # the text before it comes from finish()
+                self.stopped = True
+                self.pending = self.pending[:hit]
+                return ""
+            emit = _safe_prefix(self.pending, self.stop, self.max_stop)
+        else:
+            emit = len(self.pending)
+        delta, self.pending = self.pending[:emit], self.pending[emit:]
+        return delta
+
+    def finish(self) -> str:
+        if not self.stopped:
+            self.pending += self.decoder.decode(b"", final=True)
+        rest, self.pending = self.pending, ""
+        return rest
 
 
 def _find_stop(text: str, stops: Sequence[str]) -> int | None:

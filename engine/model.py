@@ -36,6 +36,56 @@ class KVCache:
         self.pos = 0
 
 
+class SlotKVCache:
+    """Keys and values for many generations decoded together (engine.serving): one row ("slot")
+    per generation, each at its own position, padded to a common length.
+
+    A decode step feeds one new token per row for rows 0..n-1; row i's token sits at position
+    `lengths[i]`. Rows attend only to their own filled positions (a boolean mask hides the
+    padding), so a short prompt and a long one can share a step. The tensors start zeroed: the
+    padding is never attended to, but it must be finite (0 x NaN would still be NaN).
+    """
+
+    def __init__(self, config: GPTConfig, slots: int, max_len: int,
+                 device: torch.device | str, dtype: torch.dtype) -> None:
+        if max_len > config.block_size:
+            raise ValueError(f"cache length {max_len} exceeds the context window {config.block_size}")
+        shape = (slots, config.n_head, max_len, config.head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.slots, self.max_len = slots, max_len
+        self.lengths = [0] * slots  # positions filled in each row
+        self._step: tuple[torch.Tensor, torch.Tensor, int] | None = None
+
+    def begin_step(self, rows: int, device: torch.device) -> torch.Tensor:
+        """Positions of the next token of rows 0..rows-1 (for the position embedding); fixes
+        the attention mask for this step's layers."""
+        lengths = self.lengths[:rows]
+        if max(lengths) >= self.max_len:
+            raise ValueError(f"a row of the cache is full ({self.max_len} positions)")
+        pos = torch.tensor(lengths, dtype=torch.long, device=device)
+        span = max(lengths) + 1
+        mask = torch.arange(span, device=device).view(1, 1, 1, span) <= pos.view(-1, 1, 1, 1)
+        self._step = (pos, mask, span)
+        return pos
+
+    def end_step(self, rows: int) -> None:
+        for i in range(rows):
+            self.lengths[i] += 1
+        self._step = None
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Store this step's keys and values (B, H, 1, D) at each row's position; attention of
+        q over each row's filled positions. Returns (B, H, 1, D)."""
+        pos, mask, span = self._step
+        rows = torch.arange(q.size(0), device=q.device)
+        self.k[layer][rows, :, pos] = k[:, :, 0]
+        self.v[layer][rows, :, pos] = v[:, :, 0]
+        keys = self.k[layer][:q.size(0), :, :span]
+        values = self.v[layer][:q.size(0), :, :span]
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -54,6 +104,9 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         mask = None
         is_causal = T > 1
+        if isinstance(cache, SlotKVCache):  # many generations, one token each (engine.serving)
+            y = cache.attend(layer, q, k, v)
+            return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
         if cache is not None:
             start = cache.pos
             cache.k[layer][:, :, start:start + T] = k
@@ -165,6 +218,17 @@ class GPT(nn.Module):
         if cache is not None:
             cache.pos += T
         return self.transformer.ln_f(x)
+
+    def decode_rows(self, idx: torch.Tensor, cache: SlotKVCache) -> torch.Tensor:
+        """One decode step for rows 0..B-1 of a SlotKVCache, each at its own position.
+        idx: (B,) the rows' new tokens; returns (B, V) logits for the token after each."""
+        B = idx.size(0)
+        pos = cache.begin_step(B, idx.device)
+        x = self.transformer.wte(idx.view(B, 1)) + self.transformer.wpe(pos).view(B, 1, -1)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, cache, i)
+        cache.end_step(B)
+        return self.lm_head(self.transformer.ln_f(x))[:, 0]
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 cache: KVCache | None = None, last_only: bool = False):
