@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import pkgutil
@@ -18,6 +19,12 @@ import time
 
 from . import commands
 
+# Commands that need the web layer live with it (app/commands/: `serve`, the OpenAI-compatible API
+# over app.workbench). The engine never imports app to do its own work; its command line lists
+# those commands when the package is there (a checkout) and goes without them in an install of
+# the engine alone (pyproject packages engine only).
+FRONT_END_COMMANDS = ("app.commands",)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -25,18 +32,32 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, evaluate, export and sample small GPT-2 models.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue  # shared helpers, not commands
-        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+    for module in _command_modules():
+        name = module.__name__.rsplit(".", 1)[1]
         doc = (module.__doc__ or "").strip()
         summary = doc.splitlines()[0] if doc else ""
-        p = sub.add_parser(info.name.replace("_", "-"), help=summary, description=doc,
+        p = sub.add_parser(name.replace("_", "-"), help=summary, description=doc,
                            formatter_class=argparse.RawDescriptionHelpFormatter,
                            add_help=not getattr(module, "OWN_HELP", False))
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
+
+
+def _command_modules() -> list:
+    """engine/commands/*.py, then the commands of the packages in FRONT_END_COMMANDS that are
+    present, sorted by name within each; "_" modules are shared helpers, not commands."""
+    packages = [commands]
+    for name in FRONT_END_COMMANDS:
+        try:
+            found = importlib.util.find_spec(name)
+        except ModuleNotFoundError:  # its parent package is not installed
+            found = None
+        if found is not None:
+            packages.append(importlib.import_module(name))
+    return [importlib.import_module(f"{pkg.__name__}.{info.name}") for pkg in packages
+            for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name)
+            if not info.name.startswith("_")]
 
 
 def main(argv: list[str] | None = None) -> int:
