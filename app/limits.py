@@ -21,6 +21,10 @@ from engine.sampling import SamplingParams
 
 MAX_INPUT_CHARS = 8000  # a prompt or chat message; the models' windows are 256-1024 tokens
 MAX_HISTORY_MESSAGES = 200  # a chat history sent by a client; older turns are trimmed anyway
+MAX_HISTORY_CHARS = 400_000  # all of those messages together (50 of the longest)
+# A request body to either server (a chat turn with its history, in JSON, where a character may
+# take 12 bytes); uploads have their own limit (app.training_data.MAX_UPLOAD_BYTES).
+MAX_BODY_BYTES = 8_000_000
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,8 @@ def as_number(name: str, value, integer: bool):
             value = float(value.strip())
         except ValueError:
             raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, int) and abs(value) > 2**53:  # 10**400: no float holds it
+        raise ValueError(f"{name} is far too large ({len(str(abs(value)))} digits)")
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if integer:
@@ -128,22 +134,29 @@ def sampling_params(temperature=None, top_k=None, top_p=None, repetition_penalty
 def clean_text(text, what: str = "prompt", max_chars: int = MAX_INPUT_CHARS,
                allow_empty: bool = False) -> str:
     """Text a person typed, made safe to tokenize: newlines normalised, control characters and
-    lone surrogates removed, length capped with a clear message. Emoji, right-to-left text and
+    lone surrogates removed, length capped with a clear message (a text over twice the cap is
+    refused before it is scanned). Emoji, right-to-left text and
     joiners are kept as they are."""
     if text is None:
         text = ""
     if not isinstance(text, str):
         raise ValueError(f"the {what} must be text, got {type(text).__name__}")
+    if len(text) > 2 * max_chars:  # refused before any scan: cleaning cannot halve it honestly
+        _too_long(what, len(text), max_chars)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROL.sub("", text)
     if any(unicodedata.category(c) == "Cs" for c in text):
         text = "".join(c for c in text if unicodedata.category(c) != "Cs")
     if len(text) > max_chars:
-        raise ValueError(f"the {what} is {len(text):,} characters long; the limit is "
-                         f"{max_chars:,}. Shorten it and try again.")
+        _too_long(what, len(text), max_chars)
     if not allow_empty and not text.strip():
         raise ValueError(f"the {what} is empty: type something first")
     return text
+
+
+def _too_long(what: str, length: int, max_chars: int):
+    raise ValueError(f"the {what} is {length:,} characters long; the limit is "
+                     f"{max_chars:,}. Shorten it and try again.")
 
 
 def clean_history(history, keep_notes: bool = False) -> list[dict]:
@@ -160,8 +173,14 @@ def clean_history(history, keep_notes: bool = False) -> list[dict]:
         raise ValueError(f"the chat history must be a list of messages, got "
                          f"{type(history).__name__}")
     history = history[-MAX_HISTORY_MESSAGES:]
+    normalized = normalize_messages(history, "chat history")
+    total = sum(len(turn["content"]) for turn in normalized)
+    if total > MAX_HISTORY_CHARS:  # checked before any message is scanned or a model called
+        raise ValueError(f"the chat history is {total:,} characters long; the limit is "
+                         f"{MAX_HISTORY_CHARS:,}. Clear the chat (or start a new one) and ask "
+                         "again.")
     turns = []
-    for msg, turn in zip(history, normalize_messages(history, "chat history")):
+    for msg, turn in zip(history, normalized):
         metadata = msg.get("metadata")
         title = metadata.get("title") if isinstance(metadata, dict) else None
         if title and not keep_notes:

@@ -26,7 +26,7 @@ from engine.train_config import TrainConfig, resolve_config
 
 from .catalog import ModelCatalog
 from .limits import TRAINING, check
-from .policy import TrainingPolicy, training_policy
+from .policy import TrainingPolicy, exposed_now, training_policy
 from .progress import ProgressReader
 from .training_data import corpora, data_source
 
@@ -161,7 +161,8 @@ class TrainingDesk:
         fields (state, step, max_steps, loss, val_loss, tokens_per_s, eta_s, error, ...) plus
         "run" (its name), "run_dir", "curve" ([{"step", "loss", "split": "train"|"validation"}]),
         "samples" ([{"step", "prompt", "text"}], newest last) and "log" (the last lines of
-        train.log when it failed). {"state": "idle"} when no job was ever started here."""
+        train.log when it failed). {"state": "idle"} when no job was ever started here.
+        For a visitor from another machine, run_dir, pid and log are None."""
         job = Job(run_dir) if run_dir is not None else self.jobs.current()
         if job is None:
             return {"state": "idle", "run": None, "curve": [], "samples": []}
@@ -171,6 +172,8 @@ class TrainingDesk:
         if status["state"] == "failed":
             status["log"] = job.log_tail(15)
         self._forget_stale(job.run_dir)
+        if exposed_now(self.exposed):  # server paths, process ids and logs are the owner's
+            status.update(run_dir=None, pid=None, log=None)
         return status
 
     def _forget_stale(self, run_dir: Path) -> None:

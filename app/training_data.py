@@ -15,6 +15,8 @@ import re
 import shutil
 from pathlib import Path
 
+from engine.data import check_not_builder
+
 UPLOAD_SUFFIXES = (".txt", ".md", ".jsonl", ".json")
 MAX_UPLOAD_BYTES = 200_000_000
 _HF_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?(:[\w.-]+)?")
@@ -72,6 +74,7 @@ def _hub_dataset(hf_name: str) -> str:
         raise ValueError(f"{hf_name!r} is not a Hugging Face dataset name; expected "
                          "NAME or OWNER/NAME, optionally :CONFIG (e.g. roneneldan/TinyStories "
                          "or wikitext:wikitext-103-raw-v1)")
+    check_not_builder(name.split(":")[0])  # hf:text would read the server's own files
     return f"hf:{name}"
 
 

@@ -46,6 +46,12 @@ ALPACA = ("instruction", "input", "output")
 DOLLY = ("instruction", "context", "response")
 
 
+# `datasets`' packaged file loaders as of 4.x (packaged_builders() adds what the installed one has).
+KNOWN_BUILDERS = ("arrow", "audiofolder", "cache", "csv", "folder_based_builder", "generator",
+                  "imagefolder", "json", "pandas", "parquet", "pdffolder", "spark", "sql", "text",
+                  "videofolder", "webdataset", "xml")
+
+
 class DataError(ValueError):
     """The data cannot be used; the message names the file (or dataset) and the problem."""
 
@@ -92,6 +98,7 @@ def open_source(spec: str) -> Source:
         name = name or rest
         if not name:
             raise DataError(f"{spec!r}: expected hf:NAME or hf:NAME:CONFIG, e.g. hf:roneneldan/TinyStories")
+        check_not_builder(name)
         return Source(spec, _hf_kind(name, config or None), hf_name=name, hf_config=config or None)
     path = Path(spec).expanduser()
     if not path.exists():
@@ -235,6 +242,32 @@ def _history(value: object, where: str) -> tuple[tuple[str, str], ...]:
 
 # ---------------------------------------------------------------------------------------------
 # Hugging Face datasets (streamed)
+
+
+def packaged_builders() -> frozenset[str]:
+    """Names `datasets.load_dataset` treats as its own file loaders (text, json, csv, parquet,
+    arrow, imagefolder, ...), not as Hub datasets: the modules in datasets/packaged_modules/,
+    found without importing `datasets` (slow to import)."""
+    import importlib.util
+    spec = importlib.util.find_spec("datasets")
+    found = set(KNOWN_BUILDERS)  # in case a future `datasets` moves the folder
+    if spec is not None and spec.submodule_search_locations:
+        folder = Path(list(spec.submodule_search_locations)[0]) / "packaged_modules"
+        if folder.is_dir():
+            found.update(p.name for p in folder.iterdir()
+                         if p.is_dir() and not p.name.startswith("_"))
+    return frozenset(found)
+
+
+def check_not_builder(name: str) -> None:
+    """DataError for hf:text, hf:json, hf:csv, ...: `datasets` reads those from the files of the
+    working directory (a server's own source code), so a Hub name may not be one of them."""
+    base = name.strip().lower()
+    if base in packaged_builders():
+        raise DataError(f"hf:{name} names the `datasets` library's built-in {base!r} file loader, "
+                        "which reads files from this machine, not a Hugging Face Hub dataset; "
+                        "give a Hub dataset (hf:OWNER/NAME, e.g. hf:roneneldan/TinyStories), or "
+                        "pass a local file or folder as the data itself")
 
 
 def _hf_load(name: str, config: str | None):

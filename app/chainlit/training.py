@@ -167,7 +167,8 @@ async def start(wb, kwargs: dict) -> None:
     except USER_ERRORS as e:
         await _error(str(e))
         return
-    await follow(wb, status["run_dir"], started=True)
+    # From the run's name: status["run_dir"] is hidden from a visitor on another machine.
+    await follow(wb, str(wb.training.runs_dir / status["run"]), started=True)
 
 
 async def stop(wb) -> None:

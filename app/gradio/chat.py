@@ -140,12 +140,17 @@ def respond(wb: Workbench, message, history, mode_label, model, **sampling):
     history.append(answer)
     if reply.sources:  # under the answer from the start, so a stopped answer keeps them
         history.append(sources_note(reply.sources))
-    throttle = Throttle()
+    # While it streams, only the new messages change: the earlier ones are cleaned and rendered
+    # once (a 200-message history re-cleaned per token made an answer 20 times slower), and the
+    # raw history goes to the browser at most once a second (a stop keeps what was sent last).
+    shown_before, new = display(before), len(before)
+    throttle, save = Throttle(), Throttle(1.0)
     try:
         for delta in reply:
             answer["content"] += delta
             if throttle.ready():
-                yield display(history), _copy(history), _busy(), ""
+                state = _copy(history) if save.ready() else gr.skip()
+                yield shown_before + display(history[new:]), state, _busy(), ""
     finally:
         cancel.set()  # a stop click closes this generator; end the engine's stream too
     if not answer["content"].strip():

@@ -19,7 +19,7 @@ import gradio as gr
 from app.display import ABOUT_MODELS
 from app.workbench import USER_ERRORS, Workbench
 
-from . import chat, story, train
+from . import chat, security, story, train
 from .common import CSS, Controls, guard, sampling_components, show_text
 
 TITLE = "GPT Workbench"
@@ -92,13 +92,21 @@ def build_demo(wb: Workbench) -> gr.Blocks:
         gr.api(partial(list_models, wb), api_name="models")
         demo.load(guard(partial(model_info, wb)), model, [info, card],
                   api_visibility="undocumented")
+        # What this visitor may load (app.policy judges each request: no gpt2-large/xl for a
+        # visitor through a proxy, unless the owner allows them).
+        demo.load(partial(model_dropdown_update, wb), model, model,
+                  api_visibility="undocumented", queue=False)
     return demo
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860,
-           share: bool = False, concurrency: int = 8, **kwargs):
-    """Queue and launch. `concurrency` generations run at once; more wait in the queue."""
+           share: bool = False, concurrency: int = 8, allowed_hosts: str | None = None,
+           **kwargs):
+    """Queue and launch. `concurrency` generations run at once; more wait in the queue.
+    The server answers only to loopback names and `allowed_hosts` (app.gradio.security)."""
     demo.queue(default_concurrency_limit=concurrency, max_size=256)
+    demo.delete_cache = security.UPLOAD_CLEANUP  # read by launch(): old uploads are deleted
+    options = {**security.launch_options(host, share, allowed_hosts), **kwargs}
     return demo.launch(server_name=host, server_port=port, share=share, css=CSS,
                        theme=gr.themes.Soft(), footer_links=["api", "gradio"],
-                       show_error=True, **kwargs)
+                       show_error=True, **options)

@@ -24,6 +24,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", default=None,
                    help="folder of training runs (default runs/, or $WORKBENCH_RUNS)")
     p.add_argument("--device", default="auto", help="where models run: auto, cpu, cuda, mps")
+    p.add_argument("--allowed-hosts", default=None, metavar="NAMES",
+                   help="names browsers reach this server by, besides localhost, 127.0.0.1 "
+                        "and ::1 (comma-separated, *.example.org for a domain; added to "
+                        "$WORKBENCH_ALLOWED_HOSTS); other Host headers are refused")
     p.add_argument("--concurrency", type=int, default=8,
                    help="generations that run at once; more wait in the queue (default 8)")
     return p.parse_args(argv)
@@ -34,16 +38,19 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from app import workbench
-    from app.policy import is_exposed
+    from app.policy import RequestExposure, is_exposed
 
     from .layout import build_demo, launch
+    from .security import current_request
 
     if args.concurrency < 1:
         print(f"error: --concurrency must be at least 1, got {args.concurrency}", file=sys.stderr)
         return 2
     try:
         wb = workbench.configure(runs_dir=args.runs, bundled_dir=args.checkpoints,
-                                 device=args.device, exposed=is_exposed(args.host, args.share))
+                                 device=args.device,
+                                 exposed=RequestExposure(is_exposed(args.host, args.share),
+                                                         current_request))
     except ValueError as e:  # the device
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -55,5 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         where = f"http://{args.host}:{args.port}"
     print(f"GPT Workbench: open {where} in a browser", flush=True)
-    launch(demo, host=args.host, port=args.port, share=args.share, concurrency=args.concurrency)
+    launch(demo, host=args.host, port=args.port, share=args.share, concurrency=args.concurrency,
+           allowed_hosts=args.allowed_hosts)
     return 0
