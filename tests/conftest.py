@@ -2,27 +2,48 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 
-# No test may touch the network: make Hugging Face libraries fail fast instead of trying.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One scratch folder for the whole session, removed at exit: nothing a test does lands in the real
+# home directory or leaves files in /tmp or in the checkout.
+_scratch = Path(tempfile.mkdtemp(prefix="workbench-tests-"))
+atexit.register(shutil.rmtree, _scratch, ignore_errors=True)
+for _name in ("home", "hf", "xdg-cache", "gradio", "tmp", "chainlit-root/.chainlit"):
+    (_scratch / _name).mkdir(parents=True)
+# The Chainlit app root (Chainlit writes .chainlit/translations/ and .files/ there): the
+# checkout's config, assets and welcome page, linked in.
+_ROOT = Path(__file__).resolve().parent.parent
+(_scratch / "chainlit-root/.chainlit/config.toml").symlink_to(_ROOT / ".chainlit/config.toml")
+for _name in ("public", "chainlit.md"):
+    (_scratch / "chainlit-root" / _name).symlink_to(_ROOT / _name)
+tempfile.gettempdir()  # this process keeps /tmp (pytest's tmp_path); child processes get TMPDIR
+os.environ.update({
+    # No test may touch the network: Hugging Face libraries fail fast instead of trying. Assigned,
+    # not defaulted, so that HF_HUB_OFFLINE=0 in the caller's environment cannot undo it.
+    "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False", "TOKENIZERS_PARALLELISM": "false",
+    # An empty Hugging Face cache: a real gpt2 in ~/.cache/huggingface must not change a test's
+    # outcome, and lock files of hf: tests must not land there. (The code filter's sentence
+    # model is a pip package, found through its own path, not through these caches.)
+    "HOME": str(_scratch / "home"), "XDG_CACHE_HOME": str(_scratch / "xdg-cache"),
+    "HF_HOME": str(_scratch / "hf"), "HF_HUB_CACHE": str(_scratch / "hf/hub"),
+    "HF_DATASETS_CACHE": str(_scratch / "hf/datasets"),
+    # Gradio's uploads (default /tmp/gradio), torchrun's /tmp/torchelastic_* and other child
+    # processes' temporary files, Chainlit's app root.
+    "GRADIO_TEMP_DIR": str(_scratch / "gradio"), "TMPDIR": str(_scratch / "tmp"),
+    "CHAINLIT_APP_ROOT": str(_scratch / "chainlit-root"),
+})
 # Token caches of training tests go to a temporary folder, not the user's ~/.cache (read by
 # engine.data at import time, so set before the engine is imported).
 if "WORKBENCH_CACHE" not in os.environ:
-    import atexit
-    import shutil
-    import tempfile
-
-    _cache = tempfile.mkdtemp(prefix="workbench-test-cache-")
-    os.environ["WORKBENCH_CACHE"] = _cache
-    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["WORKBENCH_CACHE"] = str(_scratch / "workbench-cache")
 
 from engine.config import GPTConfig  # noqa: E402
 from engine.model import GPT  # noqa: E402
@@ -72,6 +93,13 @@ _skipped: list[str] = []
 
 
 def pytest_runtest_logreport(report):
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_collectreport(report):
+    """A module that skips as it is imported (pytest.skip(allow_module_level=True), importorskip)
+    is reported here, not as a test: it counts too."""
     if report.skipped:
         _skipped.append(report.nodeid)
 
