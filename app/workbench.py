@@ -8,6 +8,13 @@ modes, the sampling explorer, and the training desk, for one server process.
     wb.explain_next("Once upon a time", spec, params)    # the sampling explorer's data
     wb.training.start("cpu-demo", data=...)              # app.training
 
+Every generation (chat, story, and the HTTP APIs that call these methods) runs through one
+engine.serving.GenerationService: batched with the other generations of its model, at most
+`limits.max_active` at once on the whole server, a queue beyond that (reply.waiting() says how
+many are ahead), a time limit per answer, and cancelled when its reader goes away. The limits
+come from ServingLimits or the environment (WORKBENCH_MAX_GENERATIONS, WORKBENCH_MAX_QUEUE,
+WORKBENCH_TIME_LIMIT_S).
+
 Everything a person types goes through app.limits.clean_text and every number through
 app.limits, so both UIs and their HTTP APIs reject the same bad input with the same message.
 Errors are USER_ERRORS (ValueError, ModelLoadError, PermissionError, ...) with a message a
@@ -27,13 +34,15 @@ from engine.device import pick_device
 from engine.errors import USER_ERRORS, ModelLoadError
 from engine.loading import BUNDLED_DIR, ROOT, RUNS_DIR
 from engine.sampling import SamplingParams, explain
+from engine.serving import GenerationService, ServerBusy, ServingLimits, limits_from_env
 
 from .catalog import ModelCatalog
 from .display import token_label
 from .limits import EXPLORER_TOP, clean_history, clean_text
 from .training import TrainingDesk
 
-__all__ = ["Workbench", "get", "configure", "USER_ERRORS", "ModelLoadError"]
+__all__ = ["Workbench", "get", "configure", "USER_ERRORS", "ModelLoadError", "ServerBusy",
+           "ServingLimits"]
 
 Cancel = threading.Event | Callable[[], bool] | None
 
@@ -42,16 +51,19 @@ class Workbench:
     """Models, generation, the sampling explorer and training for one server process.
 
     device: a torch.device or a name for engine.device.pick_device ("auto", "cpu", "cuda", ...;
-    ValueError for an unknown or missing one)."""
+    ValueError for an unknown or missing one). limits: the server-wide generation limits
+    (default: engine.serving.limits_from_env())."""
 
     def __init__(self, runs_dir: Path | str | None = None, bundled_dir: Path | str | None = None,
                  max_models: int = 2, device: str | torch.device = "cpu",
-                 exposed: bool = False, data_dir: Path | str | None = None) -> None:
+                 exposed: bool = False, data_dir: Path | str | None = None,
+                 limits: ServingLimits | None = None) -> None:
         runs_dir = Path(runs_dir) if runs_dir else RUNS_DIR
         if isinstance(device, str):
             device = pick_device(device)
         self.models = ModelCatalog(runs_dir, Path(bundled_dir) if bundled_dir else BUNDLED_DIR,
                                    max_models=max_models, device=device, exposed=exposed)
+        self.generations = GenerationService(limits or limits_from_env())
         self.training = TrainingDesk(runs_dir, Path(data_dir) if data_dir else ROOT / "data",
                                      self.models, exposed=exposed)
 
@@ -60,7 +72,8 @@ class Workbench:
         text deltas; .stats.tokens_per_s and .stats.notices when done)."""
         prompt = clean_text(prompt, "story opening")
         ckpt = self.models.load(spec)
-        return respond([{"role": "user", "content": prompt}], "story", ckpt, params, cancel=cancel)
+        return respond([{"role": "user", "content": prompt}], "story", ckpt, params, cancel=cancel,
+                       streamer=self.generations.stream)
 
     def chat(self, message: str, history: list, mode: str, spec: str, params: SamplingParams,
              cancel: Cancel = None, system: str = "") -> Reply:
@@ -77,7 +90,7 @@ class Workbench:
         ckpt = self.models.load(spec)
         system = clean_text(system, "system message", allow_empty=True)
         return respond(turns + [{"role": "user", "content": message}], mode, ckpt, params,
-                       cancel=cancel, system=system)
+                       cancel=cancel, system=system, streamer=self.generations.stream)
 
     def explain_next(self, text: str, spec: str, params: SamplingParams, top: int = 10) -> dict:
         """The top candidates for the token after `text`, with their probabilities after each

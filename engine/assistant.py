@@ -94,18 +94,27 @@ class Reply:
         """Run to the end and return the whole answer (or the refusal)."""
         return "".join(self)
 
+    def waiting(self) -> Iterator[int]:
+        """While the answer waits for a free place on a busy server (engine.serving), the
+        number of requests ahead of it, whenever that changes; nothing otherwise."""
+        if self.stream is not None and hasattr(self.stream, "waiting"):
+            yield from self.stream.waiting()
+
 
 def respond(conversation: Sequence[Mapping], mode: str, checkpoint, params: SamplingParams | None = None,
             *, cancel: threading.Event | Callable[[], bool] | None = None,
             code_filter: CodeQuestionFilter | None = None, system: str = "",
-            index=None) -> Reply:
+            index=None, streamer: Callable = stream) -> Reply:
     """Refuse (python mode, not a programming question) or start streaming the answer.
 
     In python mode a model trained to answer from documentation (`checkpoint.grounding ==
     "python-docs"`, the bundled python-assistant) gets the passages that `index` (default: the
     bundled docs index, engine.retrieval) finds for the question in its prompt, and
     `reply.sources` lists them. Any other model answers from its weights alone, and a notice
-    says that the answer has no sources."""
+    says that the answer has no sources.
+
+    `streamer` runs the generation: engine.generation.stream (batch 1, in the reader's thread),
+    or a server's engine.serving.GenerationService.stream (batched, limited, queued)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
     if params is not None and not isinstance(params, SamplingParams):
@@ -134,7 +143,7 @@ def respond(conversation: Sequence[Mapping], mode: str, checkpoint, params: Samp
             turns, sources, tokenizer, model.config.block_size, params.max_new_tokens, system)
         reply.notices.extend(notices)
         params = params.replace(stop=params.stop + tuple(s for s in STOP if s not in params.stop))
-    reply.stream = stream(model, tokenizer, reply.prompt, params, cancel)
+    reply.stream = streamer(model, tokenizer, reply.prompt, params, cancel)
     reply.stream.stats.notices.extend(reply.notices)
     return reply
 

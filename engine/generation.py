@@ -222,16 +222,21 @@ def stream(model: GPT, tokenizer: Tokenizer, prompt: str | Sequence[int],
            cancel: threading.Event | Callable[[], bool] | None = None) -> TextStream:
     """Stream the continuation of `prompt` (text, or token ids) as text deltas."""
     params = params or SamplingParams()
-    if isinstance(prompt, str):
-        ids = tokenizer.encode(prompt)
-    else:
-        ids = [int(i) for i in prompt]
-        bad = [i for i in ids if not 0 <= i < model.config.vocab_size]
-        if bad:
-            raise ValueError(f"prompt token id {bad[0]} is outside the vocabulary (0..{model.config.vocab_size - 1})")
+    ids = prompt_ids(model, tokenizer, prompt)
     if model.training:
         model.eval()
     return TextStream(model, tokenizer, ids, params, cancel)
+
+
+def prompt_ids(model: GPT, tokenizer: Tokenizer, prompt: str | Sequence[int]) -> list[int]:
+    """The prompt as token ids (text is encoded; ids are checked against the vocabulary)."""
+    if isinstance(prompt, str):
+        return tokenizer.encode(prompt)
+    ids = [int(i) for i in prompt]
+    bad = [i for i in ids if not 0 <= i < model.config.vocab_size]
+    if bad:
+        raise ValueError(f"prompt token id {bad[0]} is outside the vocabulary (0..{model.config.vocab_size - 1})")
+    return ids
 
 
 def generate(model: GPT, tokenizer: Tokenizer, prompt: str | Sequence[int],

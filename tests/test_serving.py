@@ -1,0 +1,216 @@
+"""engine.serving: batched decoding equals sequential decoding; limits, queue, time, cancel."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+
+import pytest
+import torch
+
+from engine.generation import stream
+from engine.model import KVCache, SlotKVCache
+from engine.sampling import SamplingParams
+from engine.serving import GenerationService, ServerBusy, ServingLimits, limits_from_env
+from conftest import make_model
+
+GREEDY = dict(temperature=0.0, repetition_penalty=1.0)
+
+
+class GatedModel(torch.nn.Module):
+    """Wraps a GPT so a test can hold the scheduler between steps (decode_rows waits for a
+    permit), to make requests join at chosen steps."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.inner = model
+        self.config = model.config
+        self.permits = threading.Semaphore(0)
+        self.batch_sizes: list[int] = []
+
+    def forward(self, *args, **kwargs):
+        return self.inner(*args, **kwargs)
+
+    def decode_rows(self, idx, cache):
+        assert self.permits.acquire(timeout=20), "test did not release the scheduler"
+        self.batch_sizes.append(idx.size(0))
+        return self.inner.decode_rows(idx, cache)
+
+
+def test_decode_rows_equals_batch_one_at_different_positions():
+    model = make_model(97)
+    prompts = [torch.randint(0, 97, (n,)) for n in (5, 11, 3)]
+    cache = SlotKVCache(model.config, 4, 40, "cpu", torch.float32)
+    with torch.inference_mode():
+        for row, p in enumerate(prompts):  # rows hold prompts of different lengths
+            tmp = KVCache(model.config, 1, len(p), "cpu", torch.float32)
+            model(p.view(1, -1), cache=tmp)
+            for layer in range(model.config.n_layer):
+                cache.k[layer][row, :, :len(p)] = tmp.k[layer][0]
+                cache.v[layer][row, :, :len(p)] = tmp.v[layer][0]
+            cache.lengths[row] = len(p)
+        nxt = torch.tensor([7, 8, 9])
+        for step in range(3):
+            out = model.decode_rows(nxt, cache)
+            prompts = [torch.cat([p, nxt[i:i + 1]]) for i, p in enumerate(prompts)]
+            for i, p in enumerate(prompts):
+                torch.testing.assert_close(out[i], model(p.view(1, -1))[0][0, -1],
+                                           rtol=1e-5, atol=1e-5)
+    assert cache.lengths[:3] == [8, 14, 6]
+
+
+def test_batched_greedy_equals_sequential_with_joins_at_different_steps(bpe_tokenizer):
+    model = make_model(bpe_tokenizer.vocab_size, seed=3)
+    gated = GatedModel(model)
+    service = GenerationService(ServingLimits(max_active=4))
+    prompts = ["Once upon a time", "The dog ran to the park and played", "def add(a, b):",
+               "Unicode"]
+    lengths = [20, 9, 25, 14]  # rows leave at different steps too
+    expected = []
+    for p, n in zip(prompts, lengths):
+        s = stream(model, bpe_tokenizer, p, SamplingParams(**GREEDY, max_new_tokens=n))
+        s.text()
+        expected.append(s.token_ids)
+    streams = []
+    for i, (p, n) in enumerate(zip(prompts, lengths)):
+        streams.append(service.stream(gated, bpe_tokenizer, p,
+                                      SamplingParams(**GREEDY, max_new_tokens=n)))
+        time.sleep(0.1)  # the newcomer is prefilled before the next step
+        for _ in range(3 * i + 1):  # let the ones already running take a few steps
+            gated.permits.release()
+    for _ in range(200):
+        gated.permits.release()
+    texts = [s.text() for s in streams]
+    assert [s.token_ids for s in streams] == expected
+    assert all(s.stats.finish_reason in ("length", "eos") for s in streams)
+    assert texts[0] == bpe_tokenizer.decode(expected[0])
+    assert max(gated.batch_sizes) >= 3  # they really were decoded together
+    assert service.limit.active == 0
+
+
+def test_each_request_keeps_its_own_sampling_settings_and_seed(bpe_tokenizer):
+    model = make_model(bpe_tokenizer.vocab_size, seed=5)
+    service = GenerationService()
+    settings = [SamplingParams(temperature=1.0, top_k=0, max_new_tokens=15, seed=123),
+                SamplingParams(**GREEDY, max_new_tokens=15),
+                SamplingParams(temperature=0.7, top_k=5, top_p=0.9, repetition_penalty=1.3,
+                               max_new_tokens=15, seed=7)]
+    alone = []
+    for p in settings:
+        s = stream(model, bpe_tokenizer, "The cat", p)
+        s.text()
+        alone.append(s.token_ids)
+    together = [service.stream(model, bpe_tokenizer, "The cat", p) for p in settings]
+    for s in together:
+        s.text()
+    # Tiny model, clear winners: the same tokens as each would draw alone with its seed.
+    assert [s.token_ids for s in together] == alone
+    again = [service.stream(model, bpe_tokenizer, "The cat", p) for p in settings]
+    assert [s.text() and s.token_ids for s in again] == alone
+    assert alone[0] != alone[1]
+
+
+def test_stop_strings_and_cancel(bpe_tokenizer):
+    model = make_model(bpe_tokenizer.vocab_size, seed=3)
+    service = GenerationService()
+    params = SamplingParams(temperature=1.0, top_k=0, max_new_tokens=30, seed=11)
+    free = stream(model, bpe_tokenizer, "Once", params).text()
+    stop = free[8:11]
+    assert len(stop) == 3 and free.index(stop) > 0
+    s = service.stream(model, bpe_tokenizer, "Once", params.replace(stop=("never", stop)))
+    seen = ""
+    for delta in s:
+        seen += delta
+        assert stop not in seen
+    assert seen == free[:free.index(stop)] and s.stats.finish_reason == "stop"
+
+    event = threading.Event()
+    s = service.stream(model, bpe_tokenizer, "Once", SamplingParams(**GREEDY, max_new_tokens=1000,
+                                                                   stop=["never"]), cancel=event)
+    next(s)
+    event.set()
+    list(s)
+    assert s.stats.finish_reason == "cancelled" and s.stats.new_tokens < 60
+    assert service.limit.active == 0
+
+
+def test_limit_queue_positions_and_busy(bpe_tokenizer):
+    gated = GatedModel(make_model(bpe_tokenizer.vocab_size, seed=3))
+    service = GenerationService(ServingLimits(max_active=2, max_queue=2))
+    params = SamplingParams(**GREEDY, max_new_tokens=3)
+    running = [service.stream(gated, bpe_tokenizer, "a", params) for _ in range(2)]
+    queued = [service.stream(gated, bpe_tokenizer, "b", params) for _ in range(2)]
+    assert [s.position() for s in running] == [None, None]
+    assert [s.position() for s in queued] == [0, 1]
+    assert next(queued[1].waiting(poll_s=0.01)) == 1
+    with pytest.raises(ServerBusy, match="busy: 2 answers are being written and 2 more are waiting"):
+        service.stream(gated, bpe_tokenizer, "c", params)
+    queued[0].close()  # the first in line gives up: the second moves up
+    assert queued[1].position() == 0
+    for _ in range(100):
+        gated.permits.release()
+    assert list(queued[1].waiting(poll_s=0.01)) in ([], [0])
+    for s in running + queued[1:]:
+        s.text()
+        assert s.stats.new_tokens == 3
+    assert queued[0].text() == "" and queued[0].stats.finish_reason == "cancelled"
+    assert service.limit.active == 0
+
+
+def test_time_limit(bpe_tokenizer):
+    gated = GatedModel(make_model(bpe_tokenizer.vocab_size, seed=3))
+    service = GenerationService(ServingLimits(time_limit_s=0.3))
+    s = service.stream(gated, bpe_tokenizer, "Once", SamplingParams(**GREEDY, max_new_tokens=500))
+    gated.permits.release()
+    time.sleep(0.4)
+    for _ in range(10):
+        gated.permits.release()
+    s.text()
+    assert s.stats.finish_reason == "time" and 1 <= s.stats.new_tokens <= 3
+    assert "limit of 0.3 seconds" in s.stats.notices[-1]
+    assert service.limit.active == 0
+
+
+def test_a_reader_that_goes_away_is_cancelled_and_frees_its_place(bpe_tokenizer):
+    model = make_model(bpe_tokenizer.vocab_size, seed=3)
+    service = GenerationService(ServingLimits(max_active=1, unread_timeout_s=0.3))
+    params = SamplingParams(temperature=1.0, max_new_tokens=100_000, seed=1)
+
+    def wait_free():
+        deadline = time.monotonic() + 10
+        while service.limit.active and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert service.limit.active == 0
+
+    s = service.stream(model, bpe_tokenizer, "Once", params)  # read once, then never again
+    next(s)
+    wait_free()
+    assert s.stats.finish_reason == "cancelled" and "nobody read" in s.stats.notices[-1]
+
+    def gradio_like():  # a generator the server closes when the client leaves
+        for delta in service.stream(model, bpe_tokenizer, "Once", params):
+            yield delta
+    g = gradio_like()
+    next(g)
+    g.close()
+    gc.collect()
+    wait_free()
+
+    s = service.stream(model, bpe_tokenizer, "Once", params)
+    next(s)
+    del s  # dropped without closing
+    gc.collect()
+    wait_free()
+    assert service.stream(model, bpe_tokenizer, "x", params.replace(max_new_tokens=2)).text() is not None
+
+
+def test_limits_are_checked_and_read_from_the_environment():
+    assert limits_from_env({"WORKBENCH_MAX_GENERATIONS": "4", "WORKBENCH_TIME_LIMIT_S": "9.5"}) \
+        == ServingLimits(max_active=4, time_limit_s=9.5)
+    with pytest.raises(ValueError, match="WORKBENCH_MAX_QUEUE must be a whole number, got 'lots'"):
+        limits_from_env({"WORKBENCH_MAX_QUEUE": "lots"})
+    with pytest.raises(ValueError, match="max_active must be a whole number >= 1, got 0"):
+        ServingLimits(max_active=0)
+    with pytest.raises(ValueError, match="time_limit_s must be a number of seconds > 0"):
+        ServingLimits(time_limit_s=-1)
