@@ -221,8 +221,9 @@ def explain(logits: torch.Tensor, history: Sequence[int] | torch.Tensor, params:
             top: int = 10) -> dict:
     """What each processor does to the next-token distribution (for the sampling explorer).
 
-    Returns {"token_ids": [...], "stages": [{"name": ..., "probs": [...]}, ...]} for the `top`
-    most likely tokens of the raw distribution plus any that the final distribution favours;
+    Returns {"token_ids": [...], "stages": [{"name": ..., "probs": [...]}, ...]} for `top`
+    tokens: the most likely of the raw distribution, with the least likely of them swapped for
+    any that the final distribution favours more (so exactly `top`, the number a UI asked for);
     probabilities are after each stage (temperature 0 shows the greedy choice as 1.0).
     """
     if not isinstance(top, int) or top < 1:
@@ -243,10 +244,14 @@ def explain(logits: torch.Tensor, history: Sequence[int] | torch.Tensor, params:
         stages.append(("greedy", greedy))
     probs = [(name, torch.softmax(l, dim=-1)) for name, l in stages]
     final = probs[-1][1]
-    ids = torch.topk(probs[0][1], min(top, logits.numel())).indices.tolist()
-    for i in torch.topk(final, min(top, logits.numel())).indices.tolist():
-        if i not in ids and float(final[i]) > 0:
-            ids.append(i)
+    k = min(top, logits.numel())
+    ids = torch.topk(probs[0][1], k).indices.tolist()
+    favoured = [i for i in torch.topk(final, k).indices.tolist() if float(final[i]) > 0]
+    extra = [i for i in favoured if i not in ids]
+    if extra:  # make room: drop the least likely raw candidates that sampling does not favour
+        keep = set(favoured)
+        drop = [i for i in reversed(ids) if i not in keep][:len(extra)]
+        ids = [i for i in ids if i not in drop] + extra
     return {
         "token_ids": ids,
         "stages": [{"name": name, "probs": [float(p[i]) for i in ids]} for name, p in probs],

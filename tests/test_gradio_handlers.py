@@ -72,9 +72,19 @@ def test_chat_refusal_with_reason(wb):
     assert "without calling the model. Why: " in stats and state[2]["content"] in stats
 
 
+def test_enter_on_an_empty_box_is_a_hint_not_an_error(wb):
+    """No red Error badges over the chat: the conversation stays as it is (skipped outputs)
+    and the stats line says what to do."""
+    for empty in ("", "   ", "\n"):
+        outs = run(chat.respond(wb, empty, [{"role": "user", "content": "hi"}], "Free chat",
+                                wb.models.default(), **FAST))
+        assert len(outs) == 1
+        shown, state, textbox, stats = outs[0]
+        assert shown == gr.skip() and state == gr.skip()
+        assert textbox["interactive"] is True and stats == chat.EMPTY_HINT
+
+
 def test_chat_errors_leave_the_conversation_as_it_was(wb):
-    with pytest.raises(ValueError, match="empty"):
-        run(chat.respond(wb, "   ", [], "Free chat", wb.models.default(), **FAST))
     with pytest.raises(ValueError, match="top_p must be between"):
         run(chat.respond(wb, "hi", [], "Free chat", wb.models.default(), **{**FAST, "top_p": 1.5}))
     with pytest.raises(ValueError, match="unknown chat mode"):

@@ -183,3 +183,17 @@ def test_explain_stages():
     assert greedy["stages"][-1]["name"] == "greedy" and max(greedy["stages"][-1]["probs"]) == 1.0
     with pytest.raises(ValueError, match="top must be a positive integer"):
         explain(logits, [], SamplingParams(), top=0)
+
+
+def test_explain_shows_exactly_top_candidates_when_sampling_reorders_them():
+    """The explorer's "Candidates to show" 10 showed 11: a token that the repetition penalty
+    lifts into the final top now takes the place of the least likely raw candidate."""
+    logits = torch.zeros(50)
+    logits[:10] = torch.linspace(5.0, 4.1, 10)  # tokens 0..9 lead the raw distribution
+    logits[10] = 4.0  # just outside the raw top 10
+    params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=2.0)
+    out = explain(logits, list(range(10)), params, top=10)  # 0..9 were repeated: penalised
+    assert len(out["token_ids"]) == 10 and len(set(out["token_ids"])) == 10
+    assert 10 in out["token_ids"] and 9 not in out["token_ids"]  # 9: the least likely raw one
+    assert out["token_ids"][:9] == list(range(9))  # the rest keep the raw order
+    assert all(len(s["probs"]) == 10 for s in out["stages"])

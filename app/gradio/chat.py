@@ -38,6 +38,7 @@ EXAMPLES = {
              "Hello! Who are you?"],
 }
 REASON_TITLE = "Why I declined"
+EMPTY_HINT = "*Type a message first, then press Enter.*"
 STORAGE_KEY = "gpt-workbench-chat"
 # BrowserState encrypts what it stores with this secret. A fixed secret from the environment
 # lets history survive a server restart too; otherwise it survives page reloads.
@@ -118,7 +119,10 @@ def respond(wb: Workbench, message, history, mode_label, model, **sampling):
         raise ValueError(f"unknown chat mode {mode_label!r}; choose one of: "
                          f"{', '.join(MODE_LABELS)}")
     params = sampling_params(**sampling)
-    message = clean_text(message, "message")
+    message = clean_text(message, "message", allow_empty=True)
+    if not message.strip():  # Enter on an empty box: a hint, not an error over the chat
+        yield gr.skip(), gr.skip(), _idle(""), EMPTY_HINT
+        return
     history = before + [{"role": "user", "content": message}]
     yield display(history), _copy(history), _busy(), ""  # show the question at once
     cancel = threading.Event()
