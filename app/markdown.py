@@ -61,3 +61,14 @@ def code_lines(text: str) -> list[bool]:
         elif line.strip():
             indented = False
     return code
+
+
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]()~|#>!<{}+-])")
+
+
+def plain(text: str) -> str:
+    """Any text (an error quoting an uploaded file's keys, a run's message) shown literally in
+    Markdown, on one line: every punctuation mark Markdown reads is backslash-escaped and "&"
+    written as an entity, so it can open no link, image, HTML tag or emphasis."""
+    text = " ".join(str(text).split()).replace("&", "&amp;")
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)

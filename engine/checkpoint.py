@@ -15,6 +15,7 @@ A training run directory holds checkpoints under <run>/checkpoints/step-<N>/ (an
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from .config import GPTConfig
 from .fileio import atomic_directory, atomic_write_text, save_safetensors
 from .model import GPT
 from .tokenizer import BPETokenizer, GPT2Tokenizer, Tokenizer
+
+log = logging.getLogger(__name__)
 
 FORMAT = "gpt-workbench"
 FORMAT_VERSION = 1
@@ -185,8 +188,23 @@ def read_weights(file: Path, model: GPT) -> None:
 
 def load_checkpoint(path: Path | str, device: str | torch.device = "cpu",
                     dtype: torch.dtype | None = None) -> Checkpoint:
-    """Load a checkpoint directory (or a run directory's latest checkpoint)."""
-    path = find_checkpoint(path)
+    """Load a checkpoint directory, or a run directory's latest readable checkpoint (a newest
+    one that cannot be read, say truncated by a full disk, is skipped with a warning)."""
+    path = Path(path)
+    steps = [p for _, p in reversed(list_checkpoints(path))] if path.is_dir() and \
+        not is_checkpoint(path) else []
+    for i, step in enumerate(steps):
+        try:
+            return _load_directory(step, device, dtype)
+        except CheckpointError as e:
+            if i == len(steps) - 1:
+                raise CheckpointError(f"{path}: none of its {len(steps)} checkpoints can be "
+                                      f"read; the oldest: {e}") from None
+            log.warning("skipping checkpoint %s: %s", step, e)
+    return _load_directory(find_checkpoint(path), device, dtype)
+
+
+def _load_directory(path: Path, device, dtype) -> Checkpoint:
     config = read_config(path)
     tokenizer = read_tokenizer(path)
     if tokenizer.vocab_size > config.vocab_size:

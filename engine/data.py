@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from .fileio import atomic_write_json
+from .fileio import atomic_file, atomic_write_json
 from .templates import format_example
 from .tokenizer import EOT, Tokenizer
 
@@ -427,9 +427,8 @@ def prepare(source: Source, tokenizer: Tokenizer, cache_root: Path | str = DEFAU
 
 def _tokenize_documents(source, tokenizer, root, max_tokens, progress) -> dict:
     dtype = _dtype(tokenizer.vocab_size)
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".tokens.", suffix=".tmp")
     total = docs = 0
-    with os.fdopen(fd, "wb") as f:
+    with atomic_file(root / "tokens.bin") as f:  # removed if tokenizing fails
         for doc in iter_documents(source):
             for piece in _pieces(doc):
                 ids = tokenizer.encode(piece)
@@ -446,10 +445,8 @@ def _tokenize_documents(source, tokenizer, root, max_tokens, progress) -> dict:
             docs += 1
             if max_tokens is not None and total >= max_tokens:
                 break
-    if total <= docs:
-        os.unlink(tmp)
-        raise DataError(f"{source.spec}: no text to train on")
-    os.replace(tmp, root / "tokens.bin")
+        if total <= docs:
+            raise DataError(f"{source.spec}: no text to train on")
     return {"kind": "text", "tokens": total, "documents": docs, "dtype": np.dtype(dtype).name}
 
 
@@ -468,9 +465,8 @@ def _pieces(text: str, size: int = 1 << 20) -> Iterator[str]:
 
 def _tokenize_examples(source, tokenizer, root, max_tokens, block_size, progress) -> dict:
     dtype = _dtype(tokenizer.vocab_size)
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".tokens.", suffix=".tmp")
     index, total, truncated, skipped = [], 0, 0, 0
-    with os.fdopen(fd, "wb") as f:
+    with atomic_file(root / "tokens.bin") as f:  # removed if tokenizing fails
         for prompt, response in iter_examples(source):
             p = tokenizer.encode(prompt)
             r = tokenizer.encode(response) + [tokenizer.eot_id]
@@ -486,21 +482,17 @@ def _tokenize_examples(source, tokenizer, root, max_tokens, block_size, progress
                 progress(len(ids))
             if max_tokens is not None and total >= max_tokens:
                 break
-    if not index:
-        os.unlink(tmp)
-        raise DataError(f"{source.spec}: no usable instruction examples"
-                        + (f" ({skipped} prompts longer than the {block_size}-token context)" if skipped else ""))
-    os.replace(tmp, root / "tokens.bin")
+        if not index:
+            raise DataError(f"{source.spec}: no usable instruction examples"
+                            + (f" ({skipped} prompts longer than the {block_size}-token context)" if skipped else ""))
     _save_npy(root / "index.npy", np.asarray(index, dtype=np.int64))
     return {"kind": "instruct", "tokens": total, "examples": len(index), "truncated": truncated,
             "skipped": skipped, "dtype": np.dtype(dtype).name}
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
+    with atomic_file(path) as f:
         np.save(f, array, allow_pickle=False)
-    os.replace(tmp, path)
 
 
 def _open_tokens(root: Path, meta: dict, val_fraction: float) -> TokenData:
@@ -510,12 +502,10 @@ def _open_tokens(root: Path, meta: dict, val_fraction: float) -> TokenData:
     files = {name: root / f"{name}-{tag}.bin" for name in ("train", "val")}
     if not all(p.is_file() for p in files.values()):
         for name, want in (("train", False), ("val", True)):
-            fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{name}.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
+            with atomic_file(files[name]) as f:
                 for i, v in enumerate(is_val):
                     if v == want:
                         np.asarray(all_tokens[i * chunk:(i + 1) * chunk]).tofile(f)
-            os.replace(tmp, files[name])
     arrays = {name: (np.memmap(p, dtype=meta["dtype"], mode="r") if p.stat().st_size
                      else np.zeros(0, dtype=meta["dtype"])) for name, p in files.items()}
     return TokenData(train=arrays["train"], val=arrays["val"], meta=meta, path=root)

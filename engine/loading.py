@@ -20,6 +20,7 @@ import torch
 
 from .checkpoint import Checkpoint, CheckpointError, is_checkpoint, list_checkpoints, load_checkpoint
 from .errors import ModelLoadError
+from . import precision as precision_
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_DIR = Path(os.environ.get("WORKBENCH_CHECKPOINTS", ROOT / "checkpoints"))
@@ -35,8 +36,21 @@ class ModelChoice:
 
 
 def load_model(spec: str, device: str | torch.device = "cpu",
-               dtype: torch.dtype | None = None) -> Checkpoint:
-    """Resolve a model spec (see the module docstring) and load it."""
+               dtype: torch.dtype | None = None, precision: str = "fp32") -> Checkpoint:
+    """Resolve a model spec (see the module docstring) and load it. precision (engine.precision:
+    auto, fp32, bf16, int8) converts the loaded model for inference; fp32, the default, is the
+    exact model that training and the parity tests use. A precision other than fp32 takes no
+    dtype."""
+    precision_.check(precision)
+    ckpt = _load(spec, device, dtype)
+    if precision != "fp32":
+        if dtype not in (None, torch.float32):
+            raise ValueError(f"pass either dtype ({dtype}) or precision ({precision!r}), not both")
+        precision_.apply(ckpt.model, precision)
+    return ckpt
+
+
+def _load(spec: str, device: str | torch.device, dtype: torch.dtype | None) -> Checkpoint:
     from . import hub
 
     if not isinstance(spec, str) or not spec.strip():
@@ -92,6 +106,14 @@ def _bundled_names() -> list[str]:
         return []
 
 
+def _mtime(path: Path) -> float:
+    """For sorting runs newest first; a dangling symlink or a vanished entry sorts last."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def available_models(runs_dir: Path | None = None, bundled_dir: Path | None = None) -> list[ModelChoice]:
     """Bundled checkpoints, then finished (or checkpointed) local runs, then GPT-2 hub ids."""
     choices: list[ModelChoice] = []
@@ -102,7 +124,7 @@ def available_models(runs_dir: Path | None = None, bundled_dir: Path | None = No
                 choices.append(ModelChoice(f"{d.name} (bundled)", d.name if bundled_dir == BUNDLED_DIR else str(d), "bundled"))
     runs_dir = runs_dir or RUNS_DIR
     if runs_dir.is_dir():
-        for d in sorted(runs_dir.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
+        for d in sorted(runs_dir.iterdir(), key=_mtime, reverse=True):
             if d.is_dir() and list_checkpoints(d):
                 choices.append(ModelChoice(f"{d.name} (run)", str(d), "run"))
     choices += [ModelChoice(f"{name} (hub)", name, "hub") for name in HUB_MODELS]
@@ -115,9 +137,11 @@ class ModelCache:
     Loading the same spec from two threads at once loads it once (the second waits).
     """
 
-    def __init__(self, max_models: int = 2, device: str | torch.device = "cpu") -> None:
+    def __init__(self, max_models: int = 2, device: str | torch.device = "cpu",
+                 precision: str = "fp32") -> None:
         self.max_models = max_models
         self.device = device
+        self.precision = precision_.check(precision)
         self._models: OrderedDict[str, Checkpoint] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
@@ -132,7 +156,7 @@ class ModelCache:
             with self._lock:
                 if spec in self._models:
                     return self._models[spec]
-            ckpt = load_model(spec, device=self.device)
+            ckpt = load_model(spec, device=self.device, precision=self.precision)
             with self._lock:
                 self._models[spec] = ckpt
                 while len(self._models) > self.max_models:

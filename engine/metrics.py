@@ -1,7 +1,8 @@
 """<run>/metrics.jsonl: the training run's progress events, one JSON object a line.
 
 The trainer appends (MetricsLog); every reader goes through read_events, which returns complete
-lines only and skips a line that does not parse (a crash can tear the last one):
+lines only and skips a line that does not parse (a crash can tear the last one) or whose fields
+have the wrong types (well_formed: a hand-edited or foreign file must not break a progress view):
 
     events, offset = read_events(path)            # all of it, and where it ended
     new, offset = read_events(path, offset)       # what was appended since (a UI polling)
@@ -38,6 +39,29 @@ class MetricsLog:
             self.on_event(event)
 
 
+_NUMBER = (int, float)
+# The fields readers compute with, and their types (None counts as absent)...
+FIELD_TYPES = {"type": str, "step": int, "max_steps": int, "time": _NUMBER, "loss": _NUMBER,
+               "lr": _NUMBER, "tokens_per_s": _NUMBER, "tokens": int, "elapsed_s": _NUMBER,
+               "val_loss": _NUMBER, "prompt": str, "text": str, "state": str}
+# ...and the ones each kind of event must have.
+REQUIRED = {"train": ("step", "time"), "eval": ("step", "val_loss"), "sample": ("step",)}
+
+
+def well_formed(event) -> bool:
+    """Is a parsed line an event the readers can use: an object with a string "type", its
+    kind's required fields, and the types of FIELD_TYPES (true/false is not a number)?"""
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        return False
+    if any(key not in event for key in REQUIRED.get(event["type"], ())):
+        return False
+    for key, kind in FIELD_TYPES.items():
+        value = event.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+            return False
+    return True
+
+
 def read_events(path: Path | str, since: int = 0) -> tuple[list[dict], int]:
     """The events of complete lines after byte offset `since`, and the offset after the last
     complete line. A missing file has no events (offset 0). If the file was rewritten shorter
@@ -57,7 +81,7 @@ def read_events(path: Path | str, since: int = 0) -> tuple[list[dict], int]:
     for line in chunk[:end].splitlines():
         with contextlib.suppress(ValueError):  # a torn line, or bytes that are not UTF-8
             event = json.loads(line)
-            if isinstance(event, dict):
+            if well_formed(event):
                 out.append(event)
     return out, since + end
 

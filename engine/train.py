@@ -33,6 +33,8 @@ import io
 import json
 import math
 import os
+import pickle
+import re
 import shutil
 import sys
 import time
@@ -377,16 +379,22 @@ def restore(run_dir: Path, model: GPT, optimizer: torch.optim.Optimizer,
             saved = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
             read_weights(path / "model.safetensors", model)
             blob = torch.load(path / "optimizer.pt", map_location=dist.device, weights_only=True)
-        except (OSError, ValueError, CheckpointError, RuntimeError) as e:
+            # An empty or foreign optimizer.pt (another model's, a plain tensor) fails here,
+            # before anything is changed (load_state_dict checks the shapes first).
+            if not isinstance(blob, dict):
+                raise ValueError(f"optimizer.pt holds a {type(blob).__name__}, not a training state")
+            optimizer.load_state_dict(blob["optimizer"])
+            if blob.get("scaler"):
+                scaler.load_state_dict(blob["scaler"])
+            rng_cpu = blob["rng_cpu"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError,
+                pickle.UnpicklingError, CheckpointError, RuntimeError) as e:
             if dist.main:
                 print(f"warning: skipping checkpoint {path}: {e}", file=sys.stderr)
             skipped += 1
             continue
-        optimizer.load_state_dict(blob["optimizer"])
-        if blob.get("scaler"):
-            scaler.load_state_dict(blob["scaler"])
         if dist.main:
-            torch.set_rng_state(blob["rng_cpu"])
+            torch.set_rng_state(rng_cpu)
             if dist.device.type == "cuda" and blob.get("rng_cuda") is not None:
                 torch.cuda.set_rng_state(blob["rng_cuda"], dist.device)
         else:  # only rank 0's RNG is saved; the others derive theirs from the step
@@ -634,8 +642,16 @@ def model_card(run: Run, state: State) -> str:
                      f"(perplexity {perplexity(summary['val_loss']):.2f})")
     lines += ["", "Reproduce:", "", "```", summary["command"], "```"]
     if state.sample:
-        lines += ["", "## Sample", "", "```", state.sample.strip(), "```"]
+        lines += ["", "## Sample", "", code_block(state.sample.strip())]
     return "\n".join(lines) + "\n"
+
+
+def code_block(text: str) -> str:
+    """Text in a Markdown code block whose fence is longer than any run of backticks in it: a
+    model's sample cannot close the block and become Markdown (an image that every visitor's
+    browser would fetch) on the model card that the UIs show."""
+    fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", text)), default=0))
+    return f"{fence}text\n{text}\n{fence}"
 
 
 def _batch_text(plan: BatchPlan) -> str:

@@ -20,10 +20,10 @@ from chainlit.config import config as chainlit_config
 
 from app import workbench
 from app.limits import SAMPLING_DEFAULTS, sampling_params
-from app.policy import is_exposed
+from app.policy import RequestExposure, is_exposed
 from app.workbench import USER_ERRORS
 
-from . import training
+from . import security, training
 from .render import md_text, reply_footer, show_error, sources_element, stream_into
 from .widgets import chat_profiles, mode_of, parse_train_command, sampling_values, settings_widgets
 
@@ -33,18 +33,24 @@ TRAIN_COMMAND = re.compile(r"\s*/train(\s|$)")
 # One Workbench (one model cache) for every session of this server. Training is offered only when
 # the server is not reachable from other machines, unless its owner opts in (app.policy).
 # `chainlit run` owns the command line, so the workbench's own settings come from the environment:
-# WORKBENCH_DEVICE (auto, cpu, cuda, mps), and WORKBENCH_CHECKPOINTS / WORKBENCH_RUNS /
-# WORKBENCH_DATA for where bundled models, training runs and training corpora live.
+# WORKBENCH_DEVICE (auto, cpu, cuda, mps), WORKBENCH_PRECISION (auto, fp32, bf16, int8), and
+# WORKBENCH_CHECKPOINTS / WORKBENCH_RUNS / WORKBENCH_DATA for where bundled models, training runs
+# and training corpora live.
 
 
 def _workbench() -> workbench.Workbench:
     try:
         return workbench.configure(
             device=os.environ.get("WORKBENCH_DEVICE", "auto").strip() or "auto",
+            precision=os.environ.get("WORKBENCH_PRECISION", "auto").strip() or "auto",
             data_dir=os.environ.get("WORKBENCH_DATA") or None,
-            exposed=is_exposed(chainlit_config.run.host))
+            exposed=RequestExposure(is_exposed(chainlit_config.run.host),
+                                    security.current_request))
     except ValueError as e:
-        raise SystemExit(f"error: WORKBENCH_DEVICE: {e}") from None
+        raise SystemExit(f"error: WORKBENCH_DEVICE / WORKBENCH_PRECISION: {e}") from None
+
+
+security.install()  # Host allowlist, socket Origin check, optional password (security.py)
 
 
 wb = _workbench()

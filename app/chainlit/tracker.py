@@ -14,6 +14,7 @@ from chainlit.config import FILES_DIRECTORY
 from chainlit.session import WebsocketSession
 
 from app.display import progress_parts
+from app.markdown import plain
 from app.training import ACTIVE
 
 from .render import show_error
@@ -128,7 +129,7 @@ class Tracker:
             self.message.content = (f"Training run **{self.name}** · failed"
                                     + (f"\n\n{progress_line(s)}" if trained else ""))
             await self.message.update()
-            text = f"Training run **{self.name}** failed: {error}"
+            text = f"Training run **{self.name}** failed: {plain(error)}"  # may quote a file
             log = (s.get("log") or "").strip().splitlines()
             only_the_error = len(log) == 1 and log[0].removeprefix("error:").strip() == error
             if log and not only_the_error:

@@ -16,6 +16,7 @@ from gradio import utils as gradio_utils
 import pandas as pd
 
 from app.display import progress_parts
+from app.markdown import plain
 from app.limits import TRAINING
 from app.training import ACTIVE
 from app.training_data import UPLOAD_SUFFIXES
@@ -39,7 +40,7 @@ def status_markdown(st: dict) -> str:
     state = STATE_WORDS.get(st["state"], show_text(str(st["state"])))
     text = " · ".join([f"**{run}**: {state}", *progress_parts(st)])
     if st["state"] == "failed":
-        text += f"\n\n**Error:** {show_text(st.get('error') or 'unknown')}"
+        text += f"\n\n**Error:** {plain(st.get('error') or 'unknown')}"  # may quote a file
     if st["state"] in ("finished", "stopped"):
         text += "\n\nIts latest checkpoint is in the model picker as " \
                 f"**{run} (run)**; pick it to chat or write with it."
