@@ -511,14 +511,20 @@ def _open_tokens(root: Path, meta: dict, val_fraction: float) -> TokenData:
     return TokenData(train=arrays["train"], val=arrays["val"], meta=meta, path=root)
 
 
+def example_is_val(n: int, val_fraction: float) -> np.ndarray:
+    """Which of n instruction examples (in file order, unusable ones left out) are validation:
+    spread evenly, and at least one of two or more."""
+    is_val = np.array([math.floor((i + 1) * val_fraction) > math.floor(i * val_fraction)
+                       for i in range(n)], dtype=bool)
+    if val_fraction > 0 and not is_val.any() and n >= 2:
+        is_val[-1] = True
+    return is_val
+
+
 def _open_examples(root: Path, meta: dict, val_fraction: float) -> ExampleData:
     tokens = np.memmap(root / "tokens.bin", dtype=meta["dtype"], mode="r")
     index = np.load(root / "index.npy", allow_pickle=False)
-    n = len(index)
-    is_val = np.array([math.floor((i + 1) * val_fraction) > math.floor(i * val_fraction) for i in range(n)],
-                      dtype=bool)
-    if val_fraction > 0 and not is_val.any() and n >= 2:
-        is_val[-1] = True
+    is_val = example_is_val(len(index), val_fraction)
     return ExampleData(tokens=tokens, train=index[~is_val], val=index[is_val], meta=meta, path=root)
 
 
