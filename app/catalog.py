@@ -12,12 +12,14 @@ server only when its owner allows them (app.policy).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from engine.loading import HUB_MODELS, ModelCache, ModelChoice, available_models
 
+from .display import bundled_label
 from .policy import ALLOW_LARGE_MODELS_ENV, PUBLIC_HUB_MODELS, large_models_allowed
 
 
@@ -33,7 +35,9 @@ class ModelCatalog:
 
     def entries(self) -> list[ModelChoice]:
         """What this server offers, in picker order: bundled, local runs (newest first), hub."""
-        found = available_models(runs_dir=self.runs_dir, bundled_dir=self.bundled_dir)
+        found = [replace(c, label=bundled_label(Path(c.spec).name)) if c.source == "bundled"
+                 else c for c in available_models(runs_dir=self.runs_dir,
+                                                  bundled_dir=self.bundled_dir)]
         if large_models_allowed(self.exposed):
             return found
         return [c for c in found if c.source != "hub" or c.spec in PUBLIC_HUB_MODELS]

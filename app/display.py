@@ -22,6 +22,30 @@ ABOUT_MODELS = ("The bundled models are small, trained here and run offline. In 
                 "model's, so check it against them. Hub models (gpt2 and larger) can be picked "
                 "in the model list when online.")
 
+# The bundled story model (checkpoints/story; its card says how it was made) learned from the
+# plays and poems of Shakespeare and Milton, not from modern stories: what both apps call it, say
+# about it and suggest as openings. The one place that framing lives.
+STORY_CORPUS = "Shakespeare and Milton"
+BUNDLED_LABELS = {"story": f"story: {STORY_CORPUS} (bundled)"}  # others: "<name> (bundled)"
+STORY_ABOUT = ("The bundled story model learned from Shakespeare's plays and Milton's poems, so "
+               "it continues an opening in their manner: speeches under a speaker's name, verse, "
+               "old words. It is small: expect their sound more than their sense. Openings in "
+               "that style suit it best; for modern prose pick a hub model (gpt2) when online.")
+STORY_PLACEHOLDER = "HAMLET.\nWhat news, my lord?"
+# (label, opening): a speaker's name on its own line, then the speech, as in the corpus.
+STORY_OPENINGS = [
+    ("A king speaks", "KING.\nNow, lords, the day is ours; yet hear me speak,"),
+    ("A lover's vow", "ROMEO.\nBy yonder moon I swear, sweet lady,"),
+    ("A storm at sea", "FIRST SAILOR.\nThe wind grows high, and all our sails are torn;"),
+    ("Milton's verse", "Of Man's first hope, and of the darkness fall'n"),
+]
+
+
+def bundled_label(name: str) -> str:
+    """The model picker's label for a bundled model (the story model says what it learned)."""
+    return BUNDLED_LABELS.get(name, f"{name} (bundled)")
+
+
 # Sources: the documentation passages a grounded answer was given (engine.retrieval.Passage),
 # listed under the answer in both UIs, collapsed.
 SOURCE_EXCERPT_CHARS = 200

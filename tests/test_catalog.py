@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from app.display import bundled_label
 from app.workbench import ModelLoadError
 from gradio_support import make_workbench
 
@@ -16,7 +17,7 @@ def wb(tmp_path_factory):
 def test_model_choices_and_defaults(wb):
     choices = wb.models.choices()
     labels = [label for label, _ in choices]
-    assert labels[:2] == ["python (bundled)", "story (bundled)"]
+    assert labels[:2] == ["python (bundled)", bundled_label("story")]
     assert "gpt2 (hub)" in labels
     assert wb.models.default("python").endswith("python")
     assert wb.models.default("story").endswith("story")
@@ -26,7 +27,7 @@ def test_model_choices_and_defaults(wb):
 
 
 def test_only_listed_models_load(wb, tmp_path):
-    assert wb.models.resolve("story (bundled)") == wb.models.default("story")
+    assert wb.models.resolve(bundled_label("story")) == wb.models.default("story")
     for bad in ("/etc", str(tmp_path), "../checkpoints/story", "someone/model"):
         with pytest.raises(ValueError, match="unknown model"):
             wb.models.resolve(bad)
@@ -47,5 +48,5 @@ def test_describe(wb):
 
 
 def test_labels(wb):
-    assert wb.models.label(wb.models.default("story")) == "story (bundled)"
+    assert wb.models.label(wb.models.default("story")) == bundled_label("story")
     assert wb.models.label("/not/listed") == "/not/listed"

@@ -11,6 +11,7 @@ import pytest
 from chainlit.context import init_ws_context
 from chainlit.session import WebsocketSession
 
+from app.display import bundled_label
 import app.workbench
 import chainlit_app
 from app.chainlit import handlers as appmod
@@ -235,7 +236,7 @@ def test_changing_the_model_loads_and_describes_it(page, wb):
     settings = state(page, "chat_settings")
     call(page.session, appmod.settings_changed, {**settings, "model": story})
     [about] = page.texts()
-    assert about.startswith("Model: **story (bundled)**") and "parameters" in about
+    assert about.startswith(f"Model: **{bundled_label('story')}**") and "parameters" in about
     call(page.session, appmod.settings_changed, {**settings, "model": "gpt9"})
     assert "unknown model 'gpt9'" in page.errors()[-1]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from app import display as D
 from engine.assistant import MODES
 
@@ -32,3 +34,20 @@ def test_token_label():
 def test_a_label_for_each_engine_mode():
     assert tuple(D.MODE_LABELS) == MODES
     assert set(D.CHAT_MODE_LABELS) < set(MODES)
+
+
+def test_the_story_model_is_named_for_what_it_learned():
+    """Issue 14: the bundled story model learned Shakespeare and Milton; both apps say so and
+    suggest openings in that style (a speaker's name on its own line, then a speech or verse)."""
+    from app.chainlit.widgets import PROFILES
+    from app.display import BUNDLED_LABELS, STORY_ABOUT, STORY_OPENINGS, bundled_label
+
+    card = (Path(__file__).resolve().parents[1] / "checkpoints/story/README.md").read_text()
+    assert "Shakespeare" in card and "Milton" in card  # the framing matches the card
+    assert bundled_label("story") == BUNDLED_LABELS["story"]
+    assert "Shakespeare" in BUNDLED_LABELS["story"]
+    assert bundled_label("python-assistant") == "python-assistant (bundled)"
+    assert "Shakespeare" in STORY_ABOUT and "Milton" in STORY_ABOUT
+    assert not any("upon a time" in text.lower() for _, text in STORY_OPENINGS)
+    assert [(label, text) for label, text, _ in PROFILES["story"][1]] == STORY_OPENINGS
+    assert STORY_ABOUT in PROFILES["story"][0]

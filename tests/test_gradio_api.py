@@ -9,6 +9,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from app.display import bundled_label
 from app.limits import clean_text, sampling_params
 from gradio_support import make_workbench, start_server
 
@@ -40,7 +41,7 @@ def chat_args(wb, message, mode="Free chat", history=None, **sampling):
 def test_models_endpoint(server, client):
     wb, _ = server
     models = client.predict(api_name="/models")
-    assert [m[0] for m in models][:2] == ["python (bundled)", "story (bundled)"]
+    assert [m[0] for m in models][:2] == ["python (bundled)", bundled_label("story")]
     line, card = client.predict(wb.models.default("story"), api_name="/model_info")
     assert line.startswith("1.6M") and card == "tiny story test model"
     line, card = client.predict("gpt2", api_name="/model_info")  # the hub, offline

@@ -250,19 +250,30 @@ def test_story_and_explorer(wb):
     model = wb.models.default("story")
     outs = run(story.write(wb, "Once upon a time", model, **FAST))
     text, stats = outs[-1]
-    assert text and "tokens/s" in stats
+    assert text.startswith("Once upon a time") and len(text) > len("Once upon a time")
+    assert outs[0][0] == "Once upon a time" and "tokens/s" in stats  # the opening shows at once
     html, opened = story.explore(wb, "Once upon a time", text, 5, model, **FAST)
     assert opened is True and html.count("<tr") >= 1 + 5  # header + at least 5 candidates
     assert "top-k" in html and "temperature" in html
     assert story.follow(wb, False, "x", "", 5, model, **FAST) == (gr.skip(), False)
     assert story.follow(wb, True, "x", "", 5, model, **FAST)[1] is True
     new_story, chart, _ = story.add_token(wb, "Once upon a time", "", 5, model, **FAST)
-    assert new_story and "<table" in chart
+    assert new_story.startswith("Once upon a time") and "<table" in chart
+    assert story.add_token(wb, "x", new_story, 5, model, **FAST)[0].startswith(new_story)
     with pytest.raises(ValueError, match="story opening is empty"):
         run(story.write(wb, "", model, **FAST))
     with pytest.raises(ValueError, match="the story opening is 100,000 characters long"):
         run(story.write(wb, "x" * 100_000, model, **FAST))
-    assert story.continue_story("A", "B") == ("AB", "")
+    # Continue from here: the story goes on at its end (the opening box is left alone).
+    more = run(story.continue_story(wb, "ignored: a story is written", text, model, **FAST))
+    longer, stats = more[-1]
+    assert longer.startswith(text) and len(longer) > len(text) and "tokens/s" in stats
+    # Before anything is written it starts from the opening; the explorer looks at the story.
+    first = run(story.continue_story(wb, "The king", "", model, **FAST))[-1][0]
+    assert first.startswith("The king") and len(first) > len("The king")
+    assert story._so_far("opening", longer) == longer and story._so_far("opening", "") == "opening"
+    with pytest.raises(ValueError, match="story opening is empty"):
+        run(story.continue_story(wb, " ", "", model, **FAST))
 
 
 def test_explorer_chart_escapes_tokens():

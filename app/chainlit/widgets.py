@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import chainlit as cl
 from chainlit.input_widget import Select, Slider, TextInput
 
-from app.display import ABOUT_MODELS, MODE_LABELS
+from app.display import ABOUT_MODELS, MODE_LABELS, STORY_ABOUT, STORY_OPENINGS
 from app.limits import SAMPLING, SAMPLING_DEFAULTS, SAMPLING_FIELDS
 
 # Engine mode -> (one-line description, starters as (label, message, icon)). The profile names
@@ -34,12 +34,8 @@ PROFILES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
          ("Plan a day", "What should I do on a rainy Sunday?", "/public/icons/chat.svg")],
     ),
     "story": (
-        "Type the opening of a story; the model writes what comes next.",
-        [("A dragon", "Once upon a time, a small dragon who was afraid of fire",
-          "/public/icons/book.svg"),
-         ("The storm", "The storm had raged for three days when the lighthouse keeper",
-          "/public/icons/book.svg"),
-         ("A letter", "When Anna opened the old letter, she read:", "/public/icons/book.svg")],
+        f"Type the opening of a story; the model writes what comes next. {STORY_ABOUT}",
+        [(label, opening, "/public/icons/book.svg") for label, opening in STORY_OPENINGS],
     ),
 }
 DEFAULT_MODE = "python"

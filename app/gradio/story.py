@@ -1,4 +1,5 @@
-"""The Story tab: an opening, the story streaming in with tokens per second, and the sampling
+"""The Story tab: an opening, the story streaming in with tokens per second (the Story box holds
+the whole text, opening first; "Continue from here" writes more at its end), and the sampling
 explorer (the next-token candidates before and after each sampling stage).
 
 The story is shown in a Textbox, so model output is always text. The explorer follows the
@@ -12,29 +13,34 @@ from functools import partial
 
 import gradio as gr
 
-from app.limits import EXPLORER_TOP, clean_text, sampling_params
+from app.display import STORY_ABOUT, STORY_OPENINGS, STORY_PLACEHOLDER
+from app.limits import EXPLORER_TOP, MAX_INPUT_CHARS, clean_text, sampling_params
 from app.workbench import Workbench
 
 from . import explorer
 from .common import Controls, Throttle, guard, stats_line
 
-OPENINGS = [
-    "Once upon a time, in a small village by the sea,",
-    "The old king called his three daughters to the hall and said,",
-    "It was a dark and stormy night, and the ship",
-    "When the fox met the crow in the forest,",
-]
-
-
 def write(wb: Workbench, prompt, model, **sampling):
-    """Stream the story. Yields (story text, stats)."""
-    params = sampling_params(**sampling)
+    """Stream the story from the opening. Yields (story text, stats): the story is the opening
+    as typed, then what the model writes."""
     prompt = clean_text(prompt, "story opening")
+    yield from _extend(wb, prompt, model, **sampling)
+
+
+def continue_story(wb: Workbench, prompt, story, model, **sampling):
+    """Write more after the story so far (the opening, if nothing is written yet), appending."""
+    text = story if (story or "").strip() else clean_text(prompt, "story opening")
+    yield from _extend(wb, text, model, **sampling)
+
+
+def _extend(wb: Workbench, text: str, model, **sampling):
+    """Stream text + its continuation. The model sees the end of the text only (its window is
+    far shorter than the input limit anyway), so a long story can go on and on."""
+    params = sampling_params(**sampling)
     cancel = threading.Event()
-    reply = wb.story(prompt, model, params, cancel=cancel)
-    text = ""
+    reply = wb.story(text[-MAX_INPUT_CHARS:], model, params, cancel=cancel)
     throttle = Throttle()
-    yield "", "Writing…"
+    yield text, "Writing…"
     try:
         for delta in reply:
             text += delta
@@ -45,16 +51,17 @@ def write(wb: Workbench, prompt, model, **sampling):
     yield text, stats_line(reply.stats)
 
 
-def continue_story(prompt, story):
-    """Move the story into the opening, so Write goes on from where it stopped."""
-    return (prompt or "") + (story or ""), ""
+def _so_far(prompt, story) -> str:
+    """The text the explorer looks at: the story when there is one (it starts with its
+    opening), else the opening."""
+    return story if (story or "").strip() else (prompt or "")
 
 
 def explore(wb: Workbench, prompt, story, top, model, **sampling):
     """The explorer chart for the text so far (opening + story). Returns (html, opened flag)."""
     params = sampling_params(**sampling)
     top = int(top) if isinstance(top, (int, float)) and float(top).is_integer() else top
-    result = wb.explain_next((prompt or "") + (story or ""), model, params, top=top)
+    result = wb.explain_next(_so_far(prompt, story)[-MAX_INPUT_CHARS:], model, params, top=top)
     return explorer.render(result, params), True
 
 
@@ -68,21 +75,24 @@ def follow(wb: Workbench, opened, prompt, story, top, model, **sampling):
 def add_token(wb: Workbench, prompt, story, top, model, **sampling):
     """Draw one token with the current settings, append it, and redraw the explorer."""
     params = sampling_params(**sampling).replace(max_new_tokens=1)
-    text = (prompt or "") + (story or "")
+    text = _so_far(prompt, story)
     if not text.strip():
         raise ValueError("the story opening is empty: write a few words first")
-    reply = wb.story(text, model, params)
-    story = (story or "") + reply.text()
+    reply = wb.story(text[-MAX_INPUT_CHARS:], model, params)
+    story = text + reply.text()
     chart, _ = explore(wb, prompt, story, top, model, **sampling)
     return story, chart, True
 
 
 def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
+    gr.Markdown(f"*{STORY_ABOUT}*", elem_id="story-about")
     with gr.Row():
         with gr.Column(scale=3):
             prompt = gr.Textbox(label="Opening", lines=3, max_lines=10,
-                                placeholder="Once upon a time…", elem_id="story-prompt")
-            gr.Examples(OPENINGS, inputs=prompt, label="Example openings")
+                                placeholder=STORY_PLACEHOLDER, elem_id="story-prompt")
+            gr.Examples([opening for _, opening in STORY_OPENINGS], inputs=prompt,
+                        example_labels=[label for label, _ in STORY_OPENINGS],
+                        label="Example openings", elem_id="story-examples")
         with gr.Column(scale=1, min_width=160):
             write_btn = gr.Button("Write", variant="primary", elem_id="story-write")
             stop_btn = gr.Button("Stop", variant="stop", elem_id="story-stop")
@@ -112,10 +122,11 @@ def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
     entered = prompt.submit(guard(partial(write, wb)), **controls.inputs(prompt),
                             outputs=[story, stats], api_visibility="undocumented",
                             show_progress="minimal")
-    stop_btn.click(None, None, None, cancels=[writing, entered], api_visibility="undocumented",
-                   queue=False)
-    continue_btn.click(continue_story, [prompt, story], [prompt, story],
-                       api_visibility="undocumented", queue=False)
+    going_on = continue_btn.click(guard(partial(continue_story, wb)),
+                                  **controls.inputs(prompt, story), outputs=[story, stats],
+                                  api_name="story_continue", show_progress="minimal")
+    stop_btn.click(None, None, None, cancels=[writing, entered, going_on],
+                   api_visibility="undocumented", queue=False)
     explore_btn.click(guard(partial(explore, wb)), **controls.inputs(prompt, story, top),
                       outputs=[chart, opened], api_name="explain", show_progress="minimal")
     add_btn.click(guard(partial(add_token, wb)), **controls.inputs(prompt, story, top),
