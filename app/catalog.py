@@ -27,11 +27,12 @@ class ModelCatalog:
     """Listed models and a cache of the loaded ones (least recently used evicted first)."""
 
     def __init__(self, runs_dir: Path, bundled_dir: Path, max_models: int = 2,
-                 device: str | torch.device = "cpu", exposed: bool = False) -> None:
+                 device: str | torch.device = "cpu", exposed: bool = False,
+                 precision: str = "fp32") -> None:
         self.runs_dir = Path(runs_dir)
         self.bundled_dir = Path(bundled_dir)
         self.exposed = exposed
-        self.cache = ModelCache(max_models=max_models, device=device)
+        self.cache = ModelCache(max_models=max_models, device=device, precision=precision)
 
     def entries(self) -> list[ModelChoice]:
         """What this server offers, in picker order: bundled, local runs (newest first), hub."""

@@ -33,6 +33,8 @@ from engine.assistant import CHAT_MODES, Reply, respond
 from engine.device import pick_device
 from engine.errors import USER_ERRORS, ModelLoadError
 from engine.loading import BUNDLED_DIR, ROOT, RUNS_DIR
+from engine.precision import CHOICES as PRECISIONS
+from engine.precision import resolve as resolve_precision
 from engine.sampling import SamplingParams, explain
 from engine.serving import GenerationService, ServerBusy, ServingLimits, limits_from_env
 
@@ -42,7 +44,7 @@ from .limits import EXPLORER_TOP, clean_history, clean_text
 from .training import TrainingDesk
 
 __all__ = ["Workbench", "get", "configure", "USER_ERRORS", "ModelLoadError", "ServerBusy",
-           "ServingLimits"]
+           "ServingLimits", "PRECISIONS"]
 
 Cancel = threading.Event | Callable[[], bool] | None
 
@@ -51,18 +53,21 @@ class Workbench:
     """Models, generation, the sampling explorer and training for one server process.
 
     device: a torch.device or a name for engine.device.pick_device ("auto", "cpu", "cuda", ...;
-    ValueError for an unknown or missing one). limits: the server-wide generation limits
-    (default: engine.serving.limits_from_env())."""
+    ValueError for an unknown or missing one). precision: engine.precision's auto, fp32, bf16
+    or int8 for the models it loads (resolved on the device at start-up, so a bad pair fails
+    then). limits: the server-wide generation limits (default: engine.serving.limits_from_env())."""
 
     def __init__(self, runs_dir: Path | str | None = None, bundled_dir: Path | str | None = None,
                  max_models: int = 2, device: str | torch.device = "cpu",
                  exposed: bool = False, data_dir: Path | str | None = None,
-                 limits: ServingLimits | None = None) -> None:
+                 limits: ServingLimits | None = None, precision: str = "fp32") -> None:
         runs_dir = Path(runs_dir) if runs_dir else RUNS_DIR
         if isinstance(device, str):
             device = pick_device(device)
+        self.precision = resolve_precision(precision, device)
         self.models = ModelCatalog(runs_dir, Path(bundled_dir) if bundled_dir else BUNDLED_DIR,
-                                   max_models=max_models, device=device, exposed=exposed)
+                                   max_models=max_models, device=device, exposed=exposed,
+                                   precision=self.precision)
         self.generations = GenerationService(limits or limits_from_env())
         self.training = TrainingDesk(runs_dir, Path(data_dir) if data_dir else ROOT / "data",
                                      self.models, exposed=exposed)

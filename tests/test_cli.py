@@ -96,7 +96,7 @@ def test_help_explains_every_flag():
     assert r.returncode == 0
     for flag in ("--model", "--prompt", "--temperature", "--top-k", "--top-p",
                  "--repetition-penalty", "--repetition-window", "--max-new-tokens", "--seed",
-                 "--stop", "--device", "--dtype", "--stats"):
+                 "--stop", "--device", "--precision", "--stats"):
         assert flag in r.stdout
     assert "0 = greedy" in r.stdout and "1 = off" in r.stdout and "0 = off" in r.stdout
     r = cli("export", "--help")

@@ -19,6 +19,7 @@ import chainlit as cl
 from chainlit.config import config as chainlit_config
 
 from app import workbench
+from app.display import refusal_reason
 from app.limits import SAMPLING_DEFAULTS, sampling_params
 from app.policy import RequestExposure, is_exposed
 from app.workbench import USER_ERRORS
@@ -148,7 +149,8 @@ async def reply_to(text: str) -> None:
         reply = await asyncio.to_thread(wb.chat, text, history, mode, spec, params, cancel)
 
     if reply.refused:
-        await cl.Message(content=f"{reply.refusal}\n\n> **Why:** {md_text(reply.reason)}").send()
+        why = md_text(refusal_reason(reply.reason))
+        await cl.Message(content=f"{reply.refusal}\n\n> **Why:** {why}").send()
         if mode != "story":
             history += [{"role": "user", "content": text},
                         {"role": "assistant", "content": reply.refusal}]

@@ -20,6 +20,8 @@ import logging
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from app.workbench import PRECISIONS
+
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 makes it "
                              "reachable from other machines)")
@@ -31,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of bundled models (default checkpoints/)")
     parser.add_argument("--runs", default=None, help="folder of training runs (default runs/)")
     parser.add_argument("--device", default="auto", help="where models run: auto, cpu, cuda, mps")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="number format of the served models: fp32 (exact), bf16, int8 (CPU "
+                             "only), or auto: the fastest that holds quality on the device "
+                             "(default auto; see docs/engine.md)")
 
 
 def build(args: argparse.Namespace):
@@ -42,7 +48,8 @@ def build(args: argparse.Namespace):
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be between 0 and 65535, got {args.port}")
     wb = workbench.configure(runs_dir=args.runs, bundled_dir=args.checkpoints,
-                             device=args.device, exposed=is_exposed(args.host))
+                             device=args.device, precision=args.precision,
+                             exposed=is_exposed(args.host))
     return create_app(wb, models=args.models)
 
 

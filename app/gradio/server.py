@@ -9,6 +9,8 @@ import sys
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from app.workbench import PRECISIONS
+
     p = argparse.ArgumentParser(description="GPT Workbench: chat, write stories and train small "
                                             "GPT-2 models in the browser.")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
@@ -24,6 +26,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", default=None,
                    help="folder of training runs (default runs/, or $WORKBENCH_RUNS)")
     p.add_argument("--device", default="auto", help="where models run: auto, cpu, cuda, mps")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="number format of chat and story models: fp32 (exact), bf16, int8 "
+                        "(CPU only), or auto: the fastest that holds quality on the device "
+                        "(default auto; see docs/engine.md)")
     p.add_argument("--allowed-hosts", default=None, metavar="NAMES",
                    help="names browsers reach this server by, besides localhost, 127.0.0.1 "
                         "and ::1 (comma-separated, *.example.org for a domain; added to "
@@ -48,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         wb = workbench.configure(runs_dir=args.runs, bundled_dir=args.checkpoints,
-                                 device=args.device,
+                                 device=args.device, precision=args.precision,
                                  exposed=RequestExposure(is_exposed(args.host, args.share),
                                                          current_request))
-    except ValueError as e:  # the device
+    except ValueError as e:  # the device, or a precision the device cannot run
         print(f"error: {e}", file=sys.stderr)
         return 2
     demo = build_demo(wb)

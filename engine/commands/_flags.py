@@ -34,12 +34,15 @@ def add_sampling_arguments(p: argparse.ArgumentParser, defaults=None) -> None:
 
 
 def add_device_arguments(p: argparse.ArgumentParser) -> None:
+    from engine.precision import CHOICES
+
     p.add_argument("--device", default="auto",
                    help="where to run: auto (CUDA, then Apple MPS, then CPU), cpu, cuda, "
                         "cuda:N or mps (default auto)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
-                   help="weight precision; bfloat16/float16 halve memory, mostly useful on a "
-                        "GPU (default float32)")
+    p.add_argument("--precision", default="auto", choices=CHOICES,
+                   help="number format for inference: fp32 (exact), bf16 (bfloat16), int8 "
+                        "(int8 weights, CPU only), or auto: the fastest that holds quality on "
+                        "the device (int8 on a CPU, bf16 on a CUDA GPU, else fp32) (default auto)")
 
 
 def sampling_params(args: argparse.Namespace):
@@ -60,13 +63,11 @@ def add_grounding_argument(p: argparse.ArgumentParser) -> None:
 
 
 def load(args: argparse.Namespace):
-    """The --model checkpoint on the --device at the --dtype (with --grounding applied)."""
-    import torch
-
+    """The --model checkpoint on the --device at the --precision (with --grounding applied)."""
     from engine.device import pick_device
     from engine.loading import load_model
 
-    ckpt = load_model(args.model, device=pick_device(args.device), dtype=getattr(torch, args.dtype))
+    ckpt = load_model(args.model, device=pick_device(args.device), precision=args.precision)
     grounding = getattr(args, "grounding", "auto")
     if grounding != "auto":
         ckpt.grounding = "" if grounding == "none" else grounding
