@@ -24,6 +24,7 @@ from .config import GPT2_VOCAB_SIZE, GPTConfig
 from .errors import ModelLoadError
 from .fileio import atomic_directory, atomic_write_json, save_safetensors
 from .model import GPT
+from .templates import CHAT_TEMPLATE
 from .tokenizer import EOT, BPETokenizer, GPT2Tokenizer, Tokenizer
 
 # Weights stored as [in, out] by transformers' Conv1D: transposed in both directions.
@@ -346,6 +347,8 @@ def export_transformers(checkpoint: Checkpoint, out_dir: Path | str) -> Path:
             "tokenizer_class": "GPT2Tokenizer", "model_max_length": model.config.block_size,
             "bos_token": EOT, "eos_token": EOT, "unk_token": EOT, "add_prefix_space": False,
             "add_bos_token": False, "clean_up_tokenization_spaces": False,
+            # Our instruction format, so chat servers (vLLM, llama.cpp) need no template flag.
+            "chat_template": CHAT_TEMPLATE,
         })
         atomic_write_json(tmp / "special_tokens_map.json",
                     {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT})

@@ -145,11 +145,50 @@ def test_export_round_trip(tmp_path, kind, bpe_tokenizer, gpt2_tokenizer):
     if kind == "gpt2":
         assert hf_tok("Hello world")["input_ids"] == [15496, 995]
         assert (out / "vocab.json").is_file() and (out / "merges.txt").is_file()
-    hub.export_transformers(back, out)  # an earlier export is replaced
+    # An earlier export is replaced as a whole: the new weights, and nothing left of the old.
+    other = make_model(tok.vocab_size, seed=5, bias=(kind == "gpt2"))
+    (out / "stale.txt").write_text("from the earlier export")
+    hub.export_transformers(Checkpoint(other, tok, tmp_path, card="# other"), out)
+    again = GPT2LMHeadModel.from_pretrained(out).eval()
+    idx = torch.randint(0, tok.vocab_size, (1, 30))
+    assert max_diff(other, again, idx) <= 1e-4 and max_diff(ours, again, idx) > 1e-2
+    assert not (out / "stale.txt").exists() and (out / "README.md").read_text() == "# other"
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="exists and is not empty"):
         hub.export_transformers(back, tmp_path / "busy")
+
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "How do I reverse a list?"}],
+    [{"role": "system", "content": " Answer briefly. "},
+     {"role": "user", "content": "What is a dict?"},
+     {"role": "assistant", "content": "A mapping.\n"},
+     {"role": "user", "content": "  And a set?"}, {"role": "user", "content": "Quickly."}],
+    [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""},  # no answer
+     {"role": "user", "content": "café 世界 'quotes' \\ {{ braces }}"},
+     {"role": "assistant", "content": "ok"}, {"role": "user", "content": "more"}],
+]
+
+
+@pytest.mark.parametrize("conversation", CONVERSATIONS)
+def test_exported_chat_template_renders_our_prompts(tmp_path, bpe_tokenizer, conversation):
+    """transformers' apply_chat_template on the exported folder gives exactly the prompt the
+    engine builds (engine.assistant.build_prompt over engine.templates), so vLLM and llama.cpp
+    prompt the model as it was tuned."""
+    from engine.assistant import build_prompt
+
+    out = hub.export_transformers(Checkpoint(make_model(bpe_tokenizer.vocab_size), bpe_tokenizer,
+                                             tmp_path), tmp_path / "out")
+    hf_tok = AutoTokenizer.from_pretrained(out)
+    system = "\n\n".join(m["content"] for m in conversation if m["role"] == "system")
+    turns = [m for m in conversation if m["role"] != "system"]
+    ours, _ = build_prompt(turns, bpe_tokenizer, 10**6, 1, system=system)
+    assert hf_tok.apply_chat_template(conversation, tokenize=False,
+                                      add_generation_prompt=True) == ours
+    # Without the generation prompt the response header is left for the caller.
+    bare = hf_tok.apply_chat_template(conversation, tokenize=False)
+    assert bare + "### Response:\n" == ours
 
 
 def test_hub_id_offline_gives_a_clear_message(tmp_path, monkeypatch):
