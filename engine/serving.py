@@ -33,6 +33,7 @@ pick differently alone and in company; greedy decoding of clear winners is ident
 
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
 import os
@@ -54,6 +55,17 @@ log = logging.getLogger(__name__)
 
 Cancel = threading.Event | Callable[[], bool] | None
 _END = object()  # the last item a request's output queue receives
+_exiting = threading.Event()  # the interpreter is shutting down: schedulers stop
+_threads: "weakref.WeakSet[threading.Thread]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_schedulers() -> None:
+    """Let scheduler threads end before the interpreter does: a daemon thread killed inside a
+    torch call aborts the process ("terminate called without an active exception")."""
+    _exiting.set()
+    for t in list(_threads):
+        t.join(timeout=5)
 
 
 class ServerBusy(ValueError):
@@ -285,6 +297,7 @@ class ModelScheduler:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="generation-scheduler",
                                                 daemon=True)
+                _threads.add(self._thread)
                 self._thread.start()
 
     def _run(self) -> None:
@@ -292,12 +305,14 @@ class ModelScheduler:
         while True:
             with self._cond:
                 joins, self._joins = self._joins, []
-                stop = model is None or (not joins and not self.rows)
+                stop = model is None or _exiting.is_set() or (not joins and not self.rows)
                 if stop:
                     self._thread, self.cache = None, None
-            if stop:
-                for req in joins:  # only when the model was unloaded (model is None)
-                    self._finish(req, "cancelled", "The model was unloaded.")
+            if stop:  # work left only when the model was unloaded or the process exits
+                why = "The server is shutting down." if model else "The model was unloaded."
+                for req in joins + self.rows:
+                    self._finish(req, "cancelled", why)
+                self.rows = []
                 return
             try:
                 with torch.inference_mode():

@@ -214,3 +214,26 @@ def test_limits_are_checked_and_read_from_the_environment():
         ServingLimits(max_active=0)
     with pytest.raises(ValueError, match="time_limit_s must be a number of seconds > 0"):
         ServingLimits(time_limit_s=-1)
+
+
+def test_the_workbench_runs_chat_and_story_through_one_limit(tmp_path):
+    from app.limits import sampling_params
+    from app.workbench import USER_ERRORS
+    from gradio_support import make_workbench
+
+    wb = make_workbench(tmp_path, limits=ServingLimits(max_active=1, max_queue=1))
+    story, python = wb.models.default("story"), wb.models.default()
+    model = wb.models.load(story).model
+    gate = threading.Event()
+    real = model.decode_rows
+    model.decode_rows = lambda idx, cache: gate.wait(20) and real(idx, cache)  # held until set
+    first = wb.story("Once upon a time", story, sampling_params(max_new_tokens=50))
+    second = wb.chat("Tell me a story", [], "chat", python, sampling_params(max_new_tokens=3))
+    assert next(second.waiting()) == 0
+    with pytest.raises(USER_ERRORS, match="The server is busy"):
+        wb.story("One more", story, sampling_params(max_new_tokens=5))
+    first.stream.close()  # the reader went away: its place goes to the chat
+    gate.set()
+    assert second.text() is not None and second.stats.new_tokens <= 3
+    assert first.stats.finish_reason == "cancelled" and first.stats.new_tokens <= 2
+    assert wb.generations.limit.active == 0
