@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 
+from engine.errors import USER_ERRORS
 from engine.loading import HUB_MODELS, ModelCache, ModelChoice, available_models
 
-from .display import bundled_label
+from .display import bundled_label, free_chat_note
 from .policy import ALLOW_LARGE_MODELS_ENV, PUBLIC_HUB_MODELS, large_models_allowed
 
 
@@ -93,6 +94,19 @@ class ModelCatalog:
     def forget(self, spec: str) -> None:
         """Drop a cached model, so the next load reads it again (a run saved a newer one)."""
         self.cache.invalidate(spec)
+
+    def free_chat_note(self, spec: str) -> str:
+        """For free chat: "" unless `spec` is a model trained to answer from the Python docs
+        (the bundled python-assistant); then what it will sound like and a better pick, if the
+        list has one (app.display.free_chat_note). Loads the model (cached); "" if it cannot."""
+        try:
+            grounded = getattr(self.load(spec), "grounding", "") == "python-docs"
+        except USER_ERRORS:
+            return ""
+        if not grounded:
+            return ""
+        better = next((c.label for c in self.entries() if c.source == "hub"), None)
+        return free_chat_note(self.label(spec), better)
 
     def describe(self, spec: str) -> str:
         """One line about a model: size, context window, tokenizer. Loads it (cached)."""

@@ -46,6 +46,34 @@ def bundled_label(name: str) -> str:
     return BUNDLED_LABELS.get(name, f"{name} (bundled)")
 
 
+def free_chat_note(label: str, better: str | None) -> str:
+    """What free chat with a model trained on the Python docs will sound like, and the better
+    pick when the list has one (a hub model: a general GPT-2, not a chat model either)."""
+    text = (f"Free chat has no topic filter, but it still talks to {label}, which learned from "
+            "Python questions and the Python documentation: whatever you ask, it answers like a "
+            "programming help page and knows little else.")
+    if better:
+        text += (f" For open conversation pick {better} in the model list (it needs the network "
+                 "the first time); it is a general GPT-2 that continues your text rather than "
+                 "following instructions.")
+    return text
+
+
+# Why the Python assistant declined (engine.code_filter's reason, plain words already): made a
+# sentence about the person's message, the same in both apps.
+_REASON_VERBS = ("reads", "asks", "uses", "follows", "mentions", "contains", "is", "has")
+
+
+def refusal_reason(reason: str) -> str:
+    """'reads like a question about cooking, not code' -> 'Your message reads like a question
+    about cooking, not code.'; other reasons get a capital and a full stop."""
+    text = " ".join((reason or "").split()) or "it is not a programming question"
+    if text.split()[0] in _REASON_VERBS:
+        text = "Your message " + text
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
 # Sources: the documentation passages a grounded answer was given (engine.retrieval.Passage),
 # listed under the answer in both UIs, collapsed.
 SOURCE_EXCERPT_CHARS = 200

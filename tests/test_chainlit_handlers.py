@@ -193,6 +193,7 @@ def test_an_off_topic_question_gets_the_refusal_and_its_reason(page):
     say(page, "What is the capital of France?")
     [refusal] = page.texts()
     assert refusal.startswith("Sorry, I'm a Python assistant") and "**Why:**" in refusal
+    assert "**Why:** Your message " in refusal  # a sentence about the message, in plain words
     assert not page.sent("stream_start")  # no model call
 
 
@@ -300,3 +301,21 @@ def test_action_buttons_reach_the_engine(page, wb):
     call(page.session, appmod._use_model, cl.Action(name="use_model", payload={"spec": "/etc"}))
     assert "unknown model '/etc'" in page.errors()[-1]
     assert wb.training.status()["state"] == "idle"
+
+
+def test_free_chat_on_the_python_docs_model_says_what_it_will_sound_like(tmp_path, monkeypatch):
+    """Issue 14: the Free chat profile's landing view, and a switch back to the Python-docs model
+    in free chat, say that it answers like a programming help page and name a better pick."""
+    grounded = make_workbench(tmp_path, grounded=True)
+    monkeypatch.setattr(appmod, "wb", grounded)
+    profiles = {p.name: p.markdown_description for p in asyncio.run(appmod._profiles())}
+    assert "programming help page" in profiles["Free chat"] and "gpt2 (hub)" in profiles["Free chat"]
+    assert "programming help page" not in profiles["Python assistant"]
+    page, session = new_session("Free chat")
+    call(session, appmod.start)
+    settings = call(session, lambda: asyncio.sleep(0, cl.user_session.get("chat_settings")))
+    call(session, appmod.settings_changed, {**settings, "model": grounded.models.default("story")})
+    call(session, appmod.settings_changed, {**settings, "model": grounded.models.default("python")})
+    story_about, python_about = page.texts()
+    assert "help page" not in story_about and "programming help page" in python_about
+    call(session, session.delete)

@@ -51,3 +51,15 @@ def test_the_story_model_is_named_for_what_it_learned():
     assert not any("upon a time" in text.lower() for _, text in STORY_OPENINGS)
     assert [(label, text) for label, text, _ in PROFILES["story"][1]] == STORY_OPENINGS
     assert STORY_ABOUT in PROFILES["story"][0]
+
+
+def test_refusal_reasons_read_as_sentences_about_the_message():
+    assert D.refusal_reason("reads like a question about cooking, not code") == \
+        "Your message reads like a question about cooking, not code."
+    assert D.refusal_reason("asks for creative writing, not code (Tell me a joke)") == \
+        "Your message asks for creative writing, not code (Tell me a joke)."
+    assert D.refusal_reason("'python' here is the snake (a python)") == \
+        "'python' here is the snake (a python)."
+    assert D.refusal_reason("") == "It is not a programming question."
+    assert D.refusal_reason("too little programming evidence") == \
+        "Too little programming evidence."

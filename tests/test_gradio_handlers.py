@@ -70,6 +70,8 @@ def test_chat_refusal_with_reason(wb):
     assert state[1]["content"].startswith("Sorry, I'm a Python assistant")
     assert state[2]["metadata"] == {"title": chat.REASON_TITLE} and state[2]["content"]
     assert "without calling the model. Why: " in stats and state[2]["content"] in stats
+    # In words a person reads, about their message (no scores, no model names).
+    assert state[2]["content"].startswith("Your message ") and "p=" not in state[2]["content"]
 
 
 def test_enter_on_an_empty_box_is_a_hint_not_an_error(wb):
@@ -338,3 +340,15 @@ def test_poll_skips_what_did_not_change(wb):
     assert start_btn["interactive"] is True and stop_btn["interactive"] is False
     again = train.poll(wb, seen, wb.models.default())
     assert again[:6] == (gr.skip(),) * 6  # nothing changed: nothing sent
+
+
+def test_free_chat_with_the_python_docs_model_says_what_it_will_sound_like(wb, grounded_wb):
+    """Issue 14: free chat kept the Python-docs model silently. Now a note says what it will
+    sound like and names a better pick (the hub's gpt2); other modes and models get none."""
+    python = grounded_wb.models.default("python")
+    note = chat.chat_note(grounded_wb, "Free chat", python)
+    assert "programming help page" in note and "gpt2 (hub)" in note
+    assert chat.chat_note(grounded_wb, "Python assistant", python) == ""
+    assert chat.chat_note(grounded_wb, "Free chat", grounded_wb.models.default("story")) == ""
+    assert chat.chat_note(wb, "Free chat", wb.models.default("python")) == ""  # not docs-trained
+    assert chat.chat_note(wb, "Free chat", "no such model") == ""

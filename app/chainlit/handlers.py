@@ -63,7 +63,8 @@ wb = _workbench()
 
 @cl.set_chat_profiles
 async def _profiles(user=None, language=None):
-    return chat_profiles()
+    # Free chat starts on the Python-docs model: its landing view says what that will sound like.
+    return chat_profiles({"chat": wb.models.free_chat_note(wb.models.default("chat"))})
 
 
 @cl.on_chat_start
@@ -102,8 +103,11 @@ async def settings_changed(settings: dict) -> None:
         except USER_ERRORS as e:
             await show_error(f"Cannot load that model: {e}")
             return
-        await cl.Message(content=f"Model: **{wb.models.label(spec)}** · {about}",
-                         author="Settings").send()
+        note = ""
+        if mode_of(cl.user_session.get("chat_profile")) == "chat":
+            note = await asyncio.to_thread(wb.models.free_chat_note, spec)
+        await cl.Message(content=f"Model: **{wb.models.label(spec)}** · {about}"
+                         + (f"\n\n*{note}*" if note else ""), author="Settings").send()
 
 
 def current_settings() -> dict:

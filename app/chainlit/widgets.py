@@ -41,11 +41,14 @@ PROFILES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
 DEFAULT_MODE = "python"
 
 
-def chat_profiles() -> list[cl.ChatProfile]:
+def chat_profiles(notes: dict[str, str] | None = None) -> list[cl.ChatProfile]:
+    """The profiles; notes: mode -> a line about the model it starts on (shown in italics)."""
+    notes = notes or {}
     return [
         cl.ChatProfile(
             # The landing view shows the description: what the mode does, then what the models are.
-            name=MODE_LABELS[mode], markdown_description=f"{description}\n\n*{ABOUT_MODELS}*",
+            name=MODE_LABELS[mode], markdown_description="\n\n".join(
+                [description] + [f"*{n}*" for n in (notes.get(mode), ABOUT_MODELS) if n]),
             default=(mode == DEFAULT_MODE),
             icon=starters[0][2],
             starters=[cl.Starter(label=label, message=message, icon=icon)

@@ -21,7 +21,8 @@ from functools import partial
 
 import gradio as gr
 
-from app.display import CHAT_MODE_LABELS, SOURCES_CAPTION, source_entries, sources_title
+from app.display import (CHAT_MODE_LABELS, SOURCES_CAPTION, refusal_reason, source_entries,
+                         sources_title)
 from app.limits import clean_history, clean_text, sampling_params
 from app.workbench import Workbench
 
@@ -134,9 +135,9 @@ def respond(wb: Workbench, message, history, mode_label, model, **sampling):
     if reply.refused:
         history.append({"role": "assistant", "content": reply.refusal})
         history.append({"role": "assistant",
-                        "content": reply.reason or "not a programming question",
+                        "content": refusal_reason(reply.reason),
                         "metadata": {"title": REASON_TITLE}})
-        why = show_text(reply.reason or "not a programming question")
+        why = show_text(refusal_reason(reply.reason))
         yield (display(history), _copy(history), _idle(""),
                f"Declined without calling the model. Why: {why}")
         return
@@ -196,11 +197,20 @@ def change_mode(mode_label):
     return gr.update(examples=examples_for(mode_label))
 
 
+def chat_note(wb: Workbench, mode_label, model) -> str:
+    """Under the mode: in free chat with the Python-docs model, what it will sound like and a
+    better pick (app.catalog.ModelCatalog.free_chat_note); otherwise nothing."""
+    if MODE_LABELS.get(mode_label) != "chat" or not isinstance(model, str):
+        return ""
+    return show_text(wb.models.free_chat_note(model))
+
+
 def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
     mode = gr.Radio(list(MODE_LABELS), value=CHAT_MODE_LABELS["python"], label="Mode",
                     info="The Python assistant answers programming questions from the Python "
                          "docs, listing its sources, and politely declines the rest; free chat "
                          "has no filter.", elem_id="chat-mode")
+    note = gr.Markdown("", elem_id="chat-note")
     state = gr.BrowserState([], storage_key=STORAGE_KEY, secret=STATE_SECRET)
     # Gradio's copy buttons would copy the escaped text (&lt; for <); this one copies the raw
     # conversation from the browser state instead. Code blocks have their own copy buttons.
@@ -234,6 +244,8 @@ def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
                  api_visibility="undocumented", queue=False)
     chatbot.clear(clear, None, outs, api_visibility="undocumented", queue=False)
     mode.change(change_mode, mode, chatbot, api_visibility="undocumented", queue=False)
+    gr.on([mode.change, controls.model.change], guard(partial(chat_note, wb)),
+          [mode, controls.model], note, api_visibility="undocumented", show_progress="hidden")
     copy_btn.click(None, state, None, js=COPY_JS, api_visibility="undocumented", queue=False)
     # A page reload: show the conversation the browser kept.
     demo.load(guard(display), state, chatbot, api_visibility="undocumented", queue=False)
