@@ -1,7 +1,10 @@
 """An OpenAI-compatible HTTP API over the workbench: what chat front ends, editors and scripts
 speak to local models (the `openai` client, `gr.load_chat`, curl).
 
-    api = create_app(workbench.configure(...), models=None)   # a FastAPI app
+    api = create_app(workbench.configure(...), models=None)   # a FastAPI app, mounted at /v1:
+    app = server_app(api, allowed_hosts("127.0.0.1"))         # python -m engine serve
+    launch(demo, ..., api=api)                                # python app.py --api (Gradio)
+
     GET  /v1/models                     the models this server offers, and their modes
     POST /v1/chat/completions           a chat turn (Python assistant, free chat or story)
     POST /v1/completions                plain continuation of a prompt (story mode)
@@ -21,13 +24,16 @@ out takes the UIs' default. OpenAI fields we cannot honour (n > 1, logprobs, pen
 Errors have the OpenAI shape {"error": {"message", "type", "param", "code"}}: 400 for a bad
 value, 404 for a model this server does not offer. Each response carries a "workbench" object
 (mode, refused, reason, sources, notices); a stream carries it in its last chunk.
-A client that goes away cancels its generation (streaming or not).
+A client that goes away cancels its generation (streaming or not). When the server has a
+password (WORKBENCH_PASSWORD, app.auth), it is the API key: `Authorization: Bearer <password>`.
+The Host allowlist and body limit are app.hosts.HostGuard's, as for the apps.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 import uuid
@@ -35,20 +41,26 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import anyio
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware import Middleware
+from starlette.routing import Mount
 
 from engine.assistant import MODES
 
+from .auth import USER_ENV, check_login, password_required
 from .display import source_entries
-from .limits import sampling_params
+from .hosts import HostGuard
+from .limits import MAX_BODY_BYTES, sampling_params
 from .workbench import USER_ERRORS, Workbench
 
+API_PATH = "/v1"  # where the API is mounted, on its own server or on the Gradio app's
 OWNER = "gpt-workbench"
 MAX_STOP = 4  # stop strings per request, as in OpenAI's API
 MAX_STOP_CHARS = 200
@@ -110,20 +122,21 @@ def create_app(wb: Workbench, models: list[str] | None = None) -> FastAPI:
     offer (default: all it lists); ValueError for one it does not list."""
     offered = [_resolve(wb, m) for m in models] if models else None
     api = FastAPI(title="GPT Workbench OpenAI-compatible API", version="1",
-                  docs_url="/v1/docs", openapi_url="/v1/openapi.json", redoc_url=None)
+                  docs_url="/docs", openapi_url="/openapi.json", redoc_url=None,
+                  dependencies=[Depends(_check_key)])
     api.state.workbench = wb
     _add_error_handlers(api)
 
-    @api.get("/v1/models")
+    @api.get("/models")
     def list_models() -> dict:
         return {"object": "list", "data": [_model_card(m) for m in _model_ids(wb, offered)]}
 
-    @api.get("/v1/models/{model:path}")
+    @api.get("/models/{model:path}")
     def get_model(model: str) -> dict:
         _spec_and_mode(wb, offered, model, None)
         return _model_card(model)
 
-    @api.post("/v1/chat/completions")
+    @api.post("/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request):
         spec, mode = _spec_and_mode(wb, offered, body.model, body.mode)
         params = _params(body)
@@ -136,7 +149,7 @@ def create_app(wb: Workbench, models: list[str] | None = None) -> FastAPI:
                                             cancel, system=system)
         return await _respond(body, request, reply, cancel, chat=True)
 
-    @api.post("/v1/completions")
+    @api.post("/completions")
     async def completions(body: CompletionRequest, request: Request):
         spec, mode = _spec_and_mode(wb, offered, body.model, body.mode, default="story")
         if mode != "story":
@@ -159,6 +172,24 @@ def create_app(wb: Workbench, models: list[str] | None = None) -> FastAPI:
                               echo=prompt if body.echo else "")
 
     return api
+
+
+def server_app(api: FastAPI, hosts) -> Starlette:
+    """The API at /v1 behind the apps' Host allowlist and body limit (app.hosts.HostGuard)."""
+    return Starlette(routes=[Mount(API_PATH, api)],
+                     middleware=[Middleware(HostGuard, hosts=hosts,
+                                            body_limit=lambda path: MAX_BODY_BYTES)])
+
+
+def _check_key(request: Request) -> None:
+    """With a server password set, every request must carry it as the API key."""
+    if not password_required():
+        return
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not check_login(os.environ.get(USER_ENV, ""), key.strip()):
+        raise APIError("this server needs an API key: send its password as "
+                       "'Authorization: Bearer <password>' (the api_key of an OpenAI client)",
+                       status=401, code="invalid_api_key")
 
 
 # -- requests -------------------------------------------------------------------------------

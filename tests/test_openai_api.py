@@ -16,7 +16,8 @@ import pytest
 import uvicorn
 
 from app.limits import sampling_params
-from app.openai_api import create_app
+from app.hosts import allowed_hosts
+from app.openai_api import create_app, server_app
 from gradio_support import free_port, make_checkpoints, make_workbench
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +57,7 @@ def serve(app) -> tuple[uvicorn.Server, str]:
 def api(tmp_path_factory):
     wb = make_workbench(tmp_path_factory.mktemp("api"))
     spy = Spy(wb)
-    server, url = serve(create_app(spy))
+    server, url = serve(server_app(create_app(spy), allowed_hosts("127.0.0.1")))
     client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=60)
     yield spy, client, url
     server.should_exit = True
@@ -216,3 +217,38 @@ def test_engine_serve_refuses_a_model_it_does_not_list(tmp_path, capsys):
     assert main(["serve", "--models", "nope", "--checkpoints", str(tmp_path / "checkpoints"),
                  "--device", "cpu"]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
+
+
+def test_a_password_is_the_api_key_and_strangers_are_refused(api, monkeypatch):
+    _, client, url = api
+    monkeypatch.setenv("WORKBENCH_PASSWORD", "s3cret")
+    with pytest.raises(openai.AuthenticationError, match="needs an API key"):
+        client.models.list()  # api_key="unused"
+    keyed = openai.OpenAI(base_url=url, api_key="s3cret", max_retries=0)
+    assert any(m.id == "story" for m in keyed.models.list())
+    monkeypatch.delenv("WORKBENCH_PASSWORD")
+    # The apps' Host allowlist and cross-site refusal (app.hosts.HostGuard) guard the API too.
+    assert httpx.get(f"{url}/models", headers={"Host": "evil.example"}).status_code == 400
+    r = httpx.post(f"{url}/completions", headers={"Origin": "https://evil.example"},
+                   json={"model": "story", "prompt": "x", "max_tokens": 1})
+    assert r.status_code == 403
+
+
+def test_the_gradio_app_serves_the_api_on_its_port(tmp_path):
+    """python app.py --api: the same API at /v1 beside the Gradio page."""
+    from app.gradio import build_demo, launch
+
+    wb = make_workbench(tmp_path)
+    demo = build_demo(wb)
+    port = free_port()
+    launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True,
+           api=create_app(wb))
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+        r = client.chat.completions.create(model="story:chat", max_tokens=3, seed=1,
+                                           messages=[{"role": "user", "content": "hi"}])
+        assert r.usage.completion_tokens >= 1
+        page = httpx.get(f"http://127.0.0.1:{port}/")
+        assert page.status_code == 200 and "gradio" in page.text.lower()
+    finally:
+        demo.close()

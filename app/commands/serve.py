@@ -10,7 +10,8 @@ Any OpenAI client works (base URL http://127.0.0.1:8000/v1, any API key). The mo
 "mode" field or a suffix on the model name: python-assistant:python (the Python assistant with
 its filter and sources), story:chat (free chat), story:story (plain continuation). See
 docs/api.md. Like the apps, a server on a non-loopback --host offers no multi-GB hub models
-unless WORKBENCH_ALLOW_LARGE_MODELS=1.
+unless WORKBENCH_ALLOW_LARGE_MODELS=1, answers only to the Host names it knows
+(--allowed-hosts), and with WORKBENCH_PASSWORD set takes that password as the API key.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of bundled models (default checkpoints/)")
     parser.add_argument("--runs", default=None, help="folder of training runs (default runs/)")
     parser.add_argument("--device", default="auto", help="where models run: auto, cpu, cuda, mps")
+    parser.add_argument("--allowed-hosts", default=None, metavar="NAMES",
+                        help="names clients reach this server by, besides localhost, 127.0.0.1 "
+                             "and ::1 (comma-separated; added to $WORKBENCH_ALLOWED_HOSTS); "
+                             "other Host headers are refused")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="number format of the served models: fp32 (exact), bf16, int8 (CPU "
                              "only), or auto: the fastest that holds quality on the device "
@@ -42,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build(args: argparse.Namespace):
     """The FastAPI app for these arguments (ValueError for a bad device or model)."""
     from app import workbench
-    from app.openai_api import create_app
+    from app.hosts import allowed_hosts
+    from app.openai_api import create_app, server_app
     from app.policy import is_exposed
 
     if not 0 <= args.port <= 65535:
@@ -50,7 +56,8 @@ def build(args: argparse.Namespace):
     wb = workbench.configure(runs_dir=args.runs, bundled_dir=args.checkpoints,
                              device=args.device, precision=args.precision,
                              exposed=is_exposed(args.host))
-    return create_app(wb, models=args.models)
+    return server_app(create_app(wb, models=args.models),
+                      allowed_hosts(args.host, False, args.allowed_hosts))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -101,12 +101,19 @@ def build_demo(wb: Workbench) -> gr.Blocks:
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860,
            share: bool = False, concurrency: int = 8, allowed_hosts: str | None = None,
-           **kwargs):
+           api=None, **kwargs):
     """Queue and launch. `concurrency` generations run at once; more wait in the queue.
-    The server answers only to loopback names and `allowed_hosts` (app.gradio.security)."""
+    The server answers only to loopback names and `allowed_hosts` (app.gradio.security).
+    api: app.openai_api.create_app's app, served at /v1 on the same port (`--api`)."""
     demo.queue(default_concurrency_limit=concurrency, max_size=256)
     demo.delete_cache = security.UPLOAD_CLEANUP  # read by launch(): old uploads are deleted
     options = {**security.launch_options(host, share, allowed_hosts), **kwargs}
+    if api is not None:  # routes given to Gradio's FastAPI app come before its own
+        from starlette.routing import Mount
+
+        from app.openai_api import API_PATH
+        options["app_kwargs"] = {**options.get("app_kwargs", {}),
+                                 "routes": [Mount(API_PATH, api)]}
     return demo.launch(server_name=host, server_port=port, share=share, css=CSS,
                        theme=gr.themes.Soft(), footer_links=["api", "gradio"],
                        show_error=True, **options)

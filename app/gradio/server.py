@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="names browsers reach this server by, besides localhost, 127.0.0.1 "
                         "and ::1 (comma-separated, *.example.org for a domain; added to "
                         "$WORKBENCH_ALLOWED_HOSTS); other Host headers are refused")
+    p.add_argument("--api", action="store_true",
+                   help="also serve the OpenAI-compatible API at /v1 on the same port "
+                        "(see docs/api.md)")
     p.add_argument("--concurrency", type=int, default=8,
                    help="generations that run at once; more wait in the queue (default 8)")
     return p.parse_args(argv)
@@ -68,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         where = f"http://{args.host}:{args.port}"
     print(f"GPT Workbench: open {where} in a browser", flush=True)
+    api = None
+    if args.api:
+        from app.openai_api import create_app
+
+        api = create_app(wb)
+        print(f"OpenAI-compatible API: {where.split(' ')[0]}/v1", flush=True)
     launch(demo, host=args.host, port=args.port, share=args.share, concurrency=args.concurrency,
-           allowed_hosts=args.allowed_hosts)
+           allowed_hosts=args.allowed_hosts, api=api)
     return 0
