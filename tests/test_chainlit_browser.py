@@ -22,6 +22,8 @@ from selenium.webdriver.common.keys import Keys
 from gradio_support import SLOW_PYTHON, free_port, make_checkpoints, make_data
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+from app.display import STORY_OPENINGS
+
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -283,12 +285,12 @@ def test_settings_change_applies_to_the_next_message(server, browser):
 def test_story_profile_has_its_own_starters(server, browser):
     d = browser
     open_app(d, server, profile="Story")
-    starter = button(d, "A dragon")
+    starter = button(d, STORY_OPENINGS[0][0])
     assert not [b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Reverse a list"]
     click(d, starter)
     story = wait_reply(d, 1, "the story")
     assert "tokens/s" in story  # the story footer: length and speed
-    assert any("a small dragon" in m for m in user_messages(d))
+    assert any(STORY_OPENINGS[0][1].split("\n")[-1] in m for m in user_messages(d))
 
 
 def test_two_sessions_do_not_mix(server, browser):
@@ -304,6 +306,20 @@ def test_two_sessions_do_not_mix(server, browser):
     answer = wait_reply(d, 1, "the answer in the first tab")
     d.switch_to.window(second)
     refusal = wait_reply(d, 1, "the refusal in the second tab")
+def test_slash_train_and_one_enter_runs_the_command(server, browser):
+    """Issue 14: "/train" + Enter made only a command chip; a second Enter was needed. Now the
+    first Enter sends it (public/composer.js) and the training help comes back."""
+    d = browser
+    open_app(d, server)
+    box = d.find_element(By.ID, "chat-input")
+    box.click()
+    box.send_keys("/train")
+    wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, ".command-item"), "the command menu")
+    box.send_keys(Keys.ENTER)
+    wait_for(d, lambda: any("Presets" in r and "cpu-demo" in r for r in replies(d)), "the help")
+    assert len(replies(d)) == 1
+
+
     assert "Sorry, I'm a Python assistant" in refusal and len(replies(d)) == 1
     assert user_messages(d) == ["What is the weather like today?"]
     d.close()
