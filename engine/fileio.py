@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -98,6 +99,17 @@ def fsync_tree(path: Path) -> None:
         fsync_dir(Path(root))
 
 
+# Fault injection for the crash tests (tests/test_resume.py): WORKBENCH_CRASH_AT="<dir>:<point>"
+# makes this process SIGKILL itself at that point of saving the directory named <dir>, so a test
+# kills a save at a known moment instead of hoping that a timed kill lands inside one.
+CRASH_AT = "WORKBENCH_CRASH_AT"
+
+
+def crash_point(path: Path, point: str) -> None:
+    if os.environ.get(CRASH_AT) == f"{path.name}:{point}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 @contextlib.contextmanager
 def atomic_directory(path: Path | str) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it replaces `path` in one rename.
@@ -113,10 +125,12 @@ def atomic_directory(path: Path | str) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~current_umask())
     try:
         yield tmp
+        crash_point(path, "written")  # every file written, none of it visible yet
         fsync_tree(tmp)
         if path.exists():
             old = path.parent / f".{path.name}.old-{os.getpid()}"
             os.replace(path, old)
+            crash_point(path, "swapped")  # the old directory moved aside, the new one not in
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:

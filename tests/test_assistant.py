@@ -10,6 +10,7 @@ import pytest
 from engine.assistant import (REFUSAL, UNGROUNDED_NOTICE, Reply, build_prompt, is_refusal,
                               normalize_conversation, respond)
 from engine.code_filter import CodeQuestionFilter
+from engine.generation import stream
 from engine.sampling import SamplingParams
 from engine.templates import STOP, format_prompt
 
@@ -95,7 +96,10 @@ def test_chat_mode_has_no_filter_and_story_mode_continues_the_text(ckpt):
     chat.text()
     story = respond([user("Once upon a time"), bot("there was"), user("Once upon a time, a cat")], "story", ckpt, params)
     assert story.prompt == "Once upon a time, a cat" and story.stream.params.stop == ()
-    assert isinstance(story.text(), str)
+    # story mode is the model continuing the text as written, nothing added around it
+    assert story.text() == stream(ckpt.model, ckpt.tokenizer, "Once upon a time, a cat",
+                                  params).text()
+    assert story.stats.new_tokens == 3 or story.stats.finish_reason == "eos"
 
 
 def test_prompt_leaves_out_refusals_and_joins_consecutive_questions(bpe_tokenizer):

@@ -40,7 +40,7 @@ def test_two_process_ddp_matches_one_process_with_the_same_effective_batch(tmp_p
             "--batch-size", str(batch), "--grad-accum", str(accum), "--max-steps", str(steps),
             "--warmup-steps", "2", "--lr", "3e-3", "--eval-every", "4", "--eval-batches", "2",
             "--save-every", "4", "--log-every", "1", "--sample-tokens", "8", "--seed", "0",
-            "--cache-dir", cfg.cache_dir, "--no-progress"]
+            "--cache-dir", cfg.cache_dir, "--no-progress", "--device", "cpu"]  # gloo, 2 CPUs
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

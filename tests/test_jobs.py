@@ -27,7 +27,7 @@ def options(tmp_path, **overrides) -> dict:
     opts = dict(data=str(data), out="demo", n_layer=2, n_head=2, n_embd=32, block_size=32,
                 tokenizer="bpe", vocab_size=300, batch_size=4, max_steps=400, warmup_steps=2,
                 lr=3e-3, eval_every=100, eval_batches=1, save_every=100, log_every=1,
-                sample_tokens=4, cache_dir=str(tmp_path / "cache"))
+                sample_tokens=4, cache_dir=str(tmp_path / "cache"), device="cpu")
     opts.update(overrides)
     return opts
 

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from app import limits as L
+from engine.sampling import SamplingParams
 
 
 def test_clean_text_strips_controls_keeps_unicode():
@@ -59,8 +60,11 @@ def test_sampling_params_errors_name_the_field(kwargs, message):
 
 def test_limits_match_the_engine():
     """Every value the sliders allow is one SamplingParams accepts."""
-    L.sampling_params(**{n: limit.lo for n, limit in L.SAMPLING.items() if n != "seed"})
-    L.sampling_params(**{n: limit.hi for n, limit in L.SAMPLING.items() if n != "seed"})
+    for bound in ("lo", "hi"):
+        values = {n: getattr(limit, bound) for n, limit in L.SAMPLING.items() if n != "seed"}
+        params = L.sampling_params(**values)  # raises if the engine refuses a value
+        assert {n: getattr(params, n) for n in values} == values, bound
+        assert SamplingParams(**values) == params, bound  # the engine's own check, directly
     assert L.SAMPLING_FIELDS == tuple(L.SAMPLING_DEFAULTS) == tuple(L.SAMPLING)
     assert all(limit.label and limit.help for limit in L.SAMPLING.values())
 

@@ -39,7 +39,7 @@ def tiny(tmp_path, **overrides) -> TrainConfig:
                   block_size=32, tokenizer="bpe", vocab_size=300, batch_size=4, max_steps=6,
                   warmup_steps=2, lr=3e-3, eval_every=3, eval_batches=2, save_every=2,
                   keep_last=2, log_every=1, sample_tokens=8, cache_dir=str(tmp_path / "cache"),
-                  seed=0)
+                  seed=0, device="cpu")  # timings and DDP comparisons assume the CPU
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -236,6 +236,14 @@ def test_mixed_precision_paths_run_on_cpu(tmp_path, dtype):
     # bf16 autocast, and fp16 autocast with a GradScaler: the code paths used on GPUs.
     summary = train(tiny(tmp_path, max_steps=2, eval_every=2, dtype=dtype), progress=False)
     assert summary["state"] == "finished" and math.isfinite(summary["val_loss"])
+    # The dtype was used: the losses are not float32's, and fp16 alone keeps a loss scale.
+    train(tiny(tmp_path, out=str(tmp_path / "fp32"), max_steps=2, eval_every=2), progress=False)
+    losses = [[e["loss"] for e in read_metrics(tmp_path / run / "metrics.jsonl")
+               if e["type"] == "train"] for run in ("run", "fp32")]
+    assert len(losses[0]) == 2 and losses[0] != losses[1], losses
+    blob = torch.load(list_checkpoints(tmp_path / "run")[-1][1] / "optimizer.pt",
+                      weights_only=True)
+    assert (blob["scaler"] is not None) == (dtype == "float16")
 
 
 # ---- command line

@@ -7,6 +7,7 @@ import pytest
 
 from app import workbench as W
 from app.limits import sampling_params
+from engine.assistant import respond
 from gradio_support import make_workbench
 
 
@@ -26,13 +27,16 @@ def test_story_streams(wb):
 
 
 def test_chat_python_mode_refuses_off_topic(wb):
-    params = sampling_params(max_new_tokens=8)
+    params = sampling_params(max_new_tokens=8, seed=0)
     reply = wb.chat("What is the best pizza in Rome?", [], "python", wb.models.default(), params)
     assert reply.refused and reply.refusal and reply.reason
-    answer = wb.chat("How do I reverse a list in Python?", [], "python", wb.models.default(),
-                     params)
-    assert not answer.refused
-    assert answer.text() is not None and answer.stats.new_tokens <= 8
+    question = "How do I reverse a list in Python?"
+    answer = wb.chat(question, [], "python", wb.models.default(), params)
+    assert not answer.refused and question in answer.prompt
+    # accepted means answered by the model: the same text the engine's Python mode gives
+    direct = respond([{"role": "user", "content": question}], "python",
+                     wb.models.load(wb.models.default()), params)
+    assert answer.text() == direct.text() and answer.stats.new_tokens >= 1
 
 
 def test_chat_free_mode_and_history(wb):
