@@ -37,6 +37,7 @@ from engine.checkpoint import save_checkpoint
 from engine.config import shape
 from engine.generation import stream
 from engine.model import GPT
+from engine.precision import CHOICES as PRECISIONS
 from engine.sampling import SamplingParams
 from engine.serving import ServingLimits
 from engine.tokenizer import GPT2Tokenizer
@@ -79,7 +80,7 @@ def concurrent_tok_s(start, n: int, new_tokens: int, seed: int = 0) -> tuple[flo
     return sum(counts) / elapsed, sum(counts) / cpu
 
 
-def serve(name: str, folder: Path, concurrent: int):
+def serve(name: str, folder: Path, concurrent: int, precision: str):
     """A workbench serving a random model of this shape; returns (workbench, spec, model)."""
     from app.workbench import Workbench
 
@@ -88,13 +89,14 @@ def serve(name: str, folder: Path, concurrent: int):
     tok = GPT2Tokenizer()
     save_checkpoint(folder / "bundled" / name, model, tok)
     wb = Workbench(runs_dir=folder / "runs", bundled_dir=folder / "bundled",
-                   limits=ServingLimits(max_active=concurrent, time_limit_s=3600))
+                   limits=ServingLimits(max_active=concurrent, time_limit_s=3600),
+                   precision=precision)
     spec = str(folder / "bundled" / name)
     return wb, spec, wb.models.load(spec)
 
 
 def measure(name: str, folder: Path, args) -> dict:
-    wb, spec, ckpt = serve(name, folder, args.concurrent)
+    wb, spec, ckpt = serve(name, folder, args.concurrent, args.precision)
     through_wb = lambda params: wb.story(PROMPT, spec, params)  # noqa: E731
     unbatched = lambda params: stream(ckpt.model, ckpt.tokenizer, PROMPT, params)  # noqa: E731
     concurrent_tok_s(through_wb, 2, 8)  # warm-up: kernels, allocator, the scheduler's cache
@@ -107,7 +109,7 @@ def measure(name: str, folder: Path, args) -> dict:
             f"{batched[-1][0]:.1f} tok/s, {args.concurrent} unbatched {alone[-1][0]:.1f} tok/s "
             f"(per CPU second: {one[-1][1]:.1f}, {batched[-1][1]:.1f}, {alone[-1][1]:.1f}), "
             f"load {os.getloadavg()[0]:.1f}")
-    result = {"model": name, "concurrent": args.concurrent}
+    result = {"model": name, "precision": wb.precision, "concurrent": args.concurrent}
     # Per CPU second too: on a shared machine the OS gives N busy threads (unbatched) more of
     # the cores than one scheduler thread, which the wall-clock figures reward.
     for cpu, col in (("", 0), ("cpu_", 1)):
@@ -127,12 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3, help="timed runs per case; the median is reported")
     ap.add_argument("--concurrent", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS,
+                    help="the served models' precision (default auto, what the apps use)")
     args = ap.parse_args(argv)
     names = apply_common_arguments(ap, args, MODELS)
     if min(args.runs, args.concurrent, args.new_tokens) < 1:
         ap.error("--runs, --concurrent and --new-tokens must be positive")
     log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.runs} runs x "
-        f"{args.new_tokens} new tokens, load average {os.getloadavg()[0]:.1f} on "
+        f"{args.new_tokens} new tokens, precision {args.precision}, load average {os.getloadavg()[0]:.1f} on "
         f"{os.cpu_count()} CPUs")
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:

@@ -28,7 +28,9 @@ Seeds: a seeded request draws from its own torch.Generator, exactly as stream() 
 is reproducible for a given batch composition (the same requests stepping together). In a batch
 the logits come from a batched matrix product whose rounding can differ in the last bits from
 a batch-1 pass, so where two candidate tokens are nearly tied a seeded (or greedy) request can
-pick differently alone and in company; greedy decoding of clear winners is identical.
+pick differently alone and in company; greedy decoding of clear winners is identical. With
+int8 weights (engine.precision) the CPU kernel quantizes each layer's input with one scale for
+the whole batch, so the other rows' values move a row's logits a little more than rounding does.
 """
 
 from __future__ import annotations
