@@ -312,6 +312,13 @@ def test_train_views():
     frame = train.curve_frame(running)
     assert list(frame.columns) == ["step", "loss", "split"] and len(frame) == 2
     assert str(frame.dtypes["loss"]) == "float64" and train.curve_frame({}) is None
+    # Before the first evaluation the validation split is already there, with no loss: the
+    # chart's colour domain is fixed by its first frame (the validation line was missing).
+    early = train.curve_frame({"curve": [{"step": 1, "loss": 3.0, "split": "train"},
+                                         {"step": 2, "loss": 2.9, "split": "train"}]})
+    assert list(early["split"]) == ["train", "train", "validation"]
+    assert early["loss"].isna().tolist() == [False, False, True] and early["step"].iloc[2] == 1
+    assert '"validation"' in early.to_json(orient="split") and "null" in early.to_json(orient="split")
     assert "— step 10 —\nOnce upon" in train.samples_text(running)
     failed = train.status_markdown({"state": "failed", "run": "r", "error": "<bad> data"})
     assert "&lt;bad&gt; data" in failed

@@ -30,6 +30,7 @@ NEW_MODEL = "(a new model)"
 FIELDS = {"max_steps": "train-max-steps", "lr": "train-lr", "batch_size": "train-batch",
           "block_size": "train-block"}
 STATE_WORDS = {"stopping": "stopping (saving a checkpoint)"}  # other states read as they are
+CURVE_COLORS = {"train": "#6366f1", "validation": "#f97316"}  # the loss curve's splits
 
 
 def status_markdown(st: dict) -> str:
@@ -49,10 +50,18 @@ def status_markdown(st: dict) -> str:
 
 def curve_frame(st: dict) -> pd.DataFrame | None:
     """The loss curve's points, with typed columns; None before there are any (Gradio 6.31's
-    LinePlot draws no lines after an update if it ever held an empty frame)."""
-    points = st.get("curve") or []
+    LinePlot draws no lines after an update if it ever held an empty frame).
+
+    Every split in CURVE_COLORS is in the frame from the first point on: a split that has no
+    point yet gets one with no loss (NaN, which the chart leaves out). Gradio 6.31's LinePlot
+    takes its colour domain from the first frame it draws and keeps it through updates, so a
+    validation line that appeared later was not drawn until the page was reloaded."""
+    points = list(st.get("curve") or [])
     if not points:
         return None
+    have = {p["split"] for p in points}
+    points += [{"step": points[0]["step"], "loss": float("nan"), "split": split}
+               for split in CURVE_COLORS if split not in have]
     return pd.DataFrame({"step": pd.Series([p["step"] for p in points], dtype="int64"),
                          "loss": pd.Series([p["loss"] for p in points], dtype="float64"),
                          "split": pd.Series([p["split"] for p in points], dtype="object")})
@@ -157,7 +166,7 @@ def job_view():
     status = gr.Markdown("", elem_id="train-status")
     curve = gr.LinePlot(None, x="step", y="loss", color="split", title="Loss", height=300,
                         elem_id="train-curve", x_axis_format="d", y_title="loss (cross-entropy)",
-                        color_map={"train": "#6366f1", "validation": "#f97316"})
+                        color_map=CURVE_COLORS)
     samples = gr.Textbox(label="Sample generations (newest first)", lines=8, max_lines=16,
                          interactive=False, elem_id="train-samples")
     return status, curve, samples
