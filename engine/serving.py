@@ -118,7 +118,13 @@ class _Request:
         c = self.cancel
         if self.closed or c is None:
             return self.closed
-        return c.is_set() if isinstance(c, threading.Event) else bool(c())
+        if isinstance(c, threading.Event):
+            return c.is_set()
+        try:
+            return bool(c())
+        except Exception:  # a caller's check that fails must not stop the other generations
+            log.exception("a generation's cancel check failed; cancelling it")
+            return True
 
     def emit(self, item) -> None:
         self.out.put(item)
