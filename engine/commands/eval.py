@@ -1,14 +1,18 @@
-r"""Evaluate a model on data: print the mean cross-entropy loss and the perplexity.
+r"""Evaluate a model on data: print the mean cross-entropy loss, perplexity and bits per byte.
 
 examples:
   python -m engine eval --model story --data data/stories/stories.txt     # its validation split
   python -m engine eval --model story --data data/stories/stories.txt --split all \
       --max-batches 20 --json
   python -m engine eval --model gpt2 --data data/stories/stories.txt --max-batches 20
+  python -m engine eval --model story --data data/stories/stories.txt --samples 8
 
 Text is cut into non-overlapping windows of the model's context; instruction data (JSONL) is
 scored on the response tokens only, as in training. The validation split is the one training
-holds out with the same --val-fraction.
+holds out with the same --val-fraction. Bits per byte divide the loss by the bytes of text the
+scored tokens stand for, so models with different tokenizers compare. --samples N also writes N
+seeded samples of 200 tokens (default sampling) and reports the share of their words that occur
+in the data and the share of repeated word 4-grams (engine/sample_quality.py).
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tokenize at most this many tokens (0 = all; hf: defaults to 1M)")
     parser.add_argument("--cache-dir", default="", help="tokenized data cache")
     parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    parser.add_argument("--samples", type=int, default=0,
+                        help="also score N seeded samples: real-word share, repeated 4-grams")
+    parser.add_argument("--sample-prompt", default="",
+                        help='the prompt of the samples (default: "The king")')
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -44,10 +52,17 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_model(args.model, args.data, split=args.split, val_fraction=args.val_fraction,
                             block_size=args.block_size, batch_size=args.batch_size,
                             max_batches=args.max_batches, max_data_tokens=args.max_data_tokens,
-                            cache_dir=args.cache_dir, device=args.device)
+                            cache_dir=args.cache_dir, device=args.device, samples=args.samples,
+                            sample_prompt=args.sample_prompt)
     if args.json:
         print(json.dumps(result))
     else:
         print(f"loss {result['loss']:.4f}  perplexity {result['perplexity']:.2f}  "
-              f"({result['tokens']:,} tokens in {result['sequences']} sequences, split {args.split})")
+              f"bits/byte {result['bpb']:.4f}  ({result['tokens']:,} tokens, {result['bytes']:,} "
+              f"bytes in {result['sequences']} sequences, split {args.split})")
+        q = result.get("sample_quality")
+        if q:
+            print(f"samples {q['samples']} x {q['max_new_tokens']} tokens from {q['prompt']!r}: "
+                  f"{q['real_word_share']:.1%} of {q['words']} words occur in the data, "
+                  f"{q['repeated_4gram_share']:.1%} of {q['ngrams']} word 4-grams repeat")
     return 0 if math.isfinite(result["loss"]) else 1
