@@ -4,6 +4,9 @@
     model.safetensors       weights (the tied LM head is stored once, as transformer.wte.weight)
     tokenizer_config.json   {"kind": "gpt2"} or {"kind": "bpe"} (+ tokenizer.json for "bpe")
     README.md               optional model card
+    adapter.json            a LoRA adapter instead of model.safetensors: {"base": <model spec>,
+    adapter.safetensors     "rank", "alpha", "targets"} and the adapters' tensors (engine.lora);
+                            loading one loads the base and merges the adapter into it
 
 Nothing here unpickles: weights are safetensors, everything else JSON. Every problem raises a
 CheckpointError naming the file and what is wrong. Writes are atomic (see fileio.py).
@@ -24,6 +27,8 @@ import torch
 
 from .config import GPTConfig
 from .fileio import atomic_directory, atomic_write_text, save_safetensors
+from .lora import LoRASpec, adapter_state, add_adapters, has_adapters, load_adapter_state, \
+    merge_adapters
 from .model import GPT
 from .tokenizer import BPETokenizer, GPT2Tokenizer, Tokenizer
 
@@ -32,6 +37,7 @@ log = logging.getLogger(__name__)
 FORMAT = "gpt-workbench"
 FORMAT_VERSION = 1
 TIED_KEY = "lm_head.weight"
+ADAPTER_FILE, ADAPTER_WEIGHTS = "adapter.json", "adapter.safetensors"
 
 
 class CheckpointError(Exception):
@@ -97,15 +103,23 @@ def find_checkpoint(path: Path | str) -> Path:
 
 def save_checkpoint(path: Path | str, model: GPT, tokenizer: Tokenizer, card: str | None = None,
                     extra_files: dict[str, bytes] | None = None) -> Path:
-    """Write a checkpoint directory atomically. extra_files: name -> bytes (e.g. trainer state)."""
+    """Write a checkpoint directory atomically. extra_files: name -> bytes (e.g. trainer state).
+    A model with LoRA adapters is saved as its adapters alone: extra_files must then hold
+    adapter.json (its base and LoRASpec, engine.lora)."""
     path = Path(path)
+    adapters = has_adapters(model)
+    if adapters and ADAPTER_FILE not in (extra_files or {}):
+        raise ValueError(f"{path}: a model with LoRA adapters needs {ADAPTER_FILE} (its base)")
     with atomic_directory(path) as tmp:
         config = {"format": FORMAT, "format_version": FORMAT_VERSION,
                   "model": model.config.to_dict()}
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
-                 if k != TIED_KEY}
-        save_safetensors(state, tmp / "model.safetensors")
+        if adapters:
+            save_safetensors(adapter_state(model), tmp / ADAPTER_WEIGHTS)
+        else:
+            state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
+                     if k != TIED_KEY}
+            save_safetensors(state, tmp / "model.safetensors")
         tokenizer.save(tmp)
         if card:
             (tmp / "README.md").write_text(card, encoding="utf-8")
@@ -157,15 +171,7 @@ def read_tokenizer(path: Path) -> Tokenizer:
 
 def read_weights(file: Path, model: GPT) -> None:
     """Load safetensors weights into model, checking every name and shape."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    if not file.is_file():
-        raise CheckpointError(f"{file}: missing")
-    try:
-        state = load_file(str(file))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{file}: cannot be read, truncated or corrupt? ({e})") from None
+    state = _read_tensors(file)
     expected = {k: v for k, v in model.state_dict().items() if k != TIED_KEY}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected) - {TIED_KEY})
@@ -184,6 +190,60 @@ def read_weights(file: Path, model: GPT) -> None:
             raise CheckpointError(f"{file}: tensor {name} contains NaN or infinity")
     state.pop(TIED_KEY, None)
     model.load_state_dict(state, strict=False)  # lm_head.weight is tied to wte
+
+
+def read_checkpoint_weights(path: Path, model: GPT) -> None:
+    """Load a checkpoint directory's weights into model: model.safetensors, or for an adapter
+    checkpoint its adapters (model must carry the same adapters, as a LoRA run's does)."""
+    if (path / ADAPTER_FILE).is_file():
+        if not has_adapters(model):
+            raise CheckpointError(f"{path}: holds a LoRA adapter, but this run trains the whole "
+                                  "model")
+        file = path / ADAPTER_WEIGHTS
+        try:
+            load_adapter_state(model, _read_tensors(file), str(file))
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
+        return
+    read_weights(path / "model.safetensors", model)
+
+
+def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing")
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{file}: cannot be read, truncated or corrupt? ({e})") from None
+
+
+def _load_adapter(path: Path, config: GPTConfig, device, dtype) -> GPT:
+    """The base model named in adapter.json with the adapter merged in (float32 until merged)."""
+    from .errors import ModelLoadError
+    from .loading import load_model
+
+    file = path / ADAPTER_FILE
+    try:
+        info = json.loads(file.read_text(encoding="utf-8"))
+        spec = LoRASpec(info["rank"], info["alpha"], tuple(info["targets"]))
+        base_spec = info["base"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{file}: not a valid adapter config ({e})") from None
+    try:
+        model = load_model(base_spec, device="cpu").model.float()
+    except (ModelLoadError, CheckpointError) as e:
+        raise CheckpointError(f"{file}: its base model {base_spec!r} cannot be loaded: {e}") \
+            from None
+    shape = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
+    if any(getattr(model.config, k) != getattr(config, k) for k in shape):
+        raise CheckpointError(f"{file}: the base model {base_spec!r} does not have the shape "
+                              f"in {path / 'config.json'} (was it replaced?)")
+    add_adapters(model, spec)
+    read_checkpoint_weights(path, model)
+    return merge_adapters(model).to(device=device, dtype=dtype).eval()
 
 
 def load_checkpoint(path: Path | str, device: str | torch.device = "cpu",
@@ -211,12 +271,15 @@ def _load_directory(path: Path, device, dtype) -> Checkpoint:
         raise CheckpointError(
             f"{path / 'tokenizer_config.json'}: tokenizer has {tokenizer.vocab_size} tokens but "
             f"config.json says vocab_size {config.vocab_size}")
-    with torch.device("meta"):
-        model = GPT(config)
-    model = model.to_empty(device="cpu")
-    model.lm_head.weight = model.transformer.wte.weight
-    read_weights(path / "model.safetensors", model)
-    model.to(device=device, dtype=dtype).eval()
+    if (path / ADAPTER_FILE).is_file():
+        model = _load_adapter(path, config, device, dtype)
+    else:
+        with torch.device("meta"):
+            model = GPT(config)
+        model = model.to_empty(device="cpu")
+        model.lm_head.weight = model.transformer.wte.weight
+        read_weights(path / "model.safetensors", model)
+        model.to(device=device, dtype=dtype).eval()
     card_file = path / "README.md"
     card = card_file.read_text(encoding="utf-8", errors="replace") if card_file.is_file() else ""
     return Checkpoint(model=model, tokenizer=tokenizer, path=path, card=card,

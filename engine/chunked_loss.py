@@ -24,7 +24,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, h, weight, targets, chunk: int):
         n = targets.ne(-100).sum().clamp(min=1)
         grad_h = torch.empty_like(h)
-        grad_w = torch.zeros_like(weight)
+        # A frozen head (LoRA: the tied embedding does not train) needs no weight gradient.
+        grad_w = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
         total = h.new_zeros((), dtype=torch.float32)
         for s in range(0, h.size(0), chunk):
             hc, tc = h[s:s + chunk], targets[s:s + chunk]
@@ -39,7 +40,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             probs *= valid[:, None]
             g = probs.to(h.dtype)
             grad_h[s:s + chunk] = g @ weight
-            grad_w.addmm_(g.t(), hc)
+            if grad_w is not None:
+                grad_w.addmm_(g.t(), hc)
         ctx.save_for_backward(grad_h, grad_w, n)
         return total / n
 
@@ -47,7 +49,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_out):
         grad_h, grad_w, n = ctx.saved_tensors
         scale = grad_out / n
-        return grad_h * scale, grad_w * scale, None, None
+        return grad_h * scale, None if grad_w is None else grad_w * scale, None, None
 
 
 class ChunkedLossGPT(torch.nn.Module):

@@ -37,6 +37,9 @@ class TrainConfig:
     val_data: str = ""  # held-out data of the same kind; "" = hold out val_fraction of data
     mode: str = "auto"  # auto | pretrain | sft (auto: sft for instruction data)
     init_from: str = ""  # start from this model (checkpoint, run dir, HF folder or hub id)
+    lora_rank: int = 0  # > 0: train LoRA adapters of init_from, not the whole model
+    lora_alpha: float = 16.0  # the adapters' update is scaled by lora_alpha / lora_rank
+    lora_targets: str = "c_attn"  # the layers that get adapters (engine.lora.TARGETS)
     # model (ignored with init_from: the model's own shape is used)
     n_layer: int = 4
     n_head: int = 4
@@ -106,6 +109,14 @@ class TrainConfig:
                              ("beta2", 0, 1), ("grad_clip", 0, 1e6), ("dropout", 0, 0.99),
                              ("val_fraction", 0, 0.5)):
             _check_number(self, name, lo, hi)
+        _check_int(self, "lora_rank", 0)
+        if self.lora_rank:
+            from .lora import LoRASpec
+
+            LoRASpec(self.lora_rank, self.lora_alpha, self.lora_targets)  # its ValueErrors
+            if not self.init_from:
+                raise ValueError("lora-rank needs --init-from: adapters fine-tune an existing "
+                                 "model")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         pick_device(self.device)  # an unknown or unavailable device is an error now, not later

@@ -39,6 +39,11 @@ HELP = {
     "grad_accum": "micro-batches per optimizer step at one process; under torchrun the step's "
                   "batch-size x grad-accum sequences are shared among the processes when they "
                   "divide equally (a note says how)",
+    "lora_rank": "train LoRA adapters of this rank on --init-from instead of the whole model "
+                 "(0 = off); checkpoints hold the adapters and name the base",
+    "lora_alpha": "LoRA scale: the adapters' update is multiplied by alpha / rank",
+    "lora_targets": "layers that get adapters, comma-separated: c_attn, attn.c_proj, c_fc, "
+                    "mlp.c_proj, c_proj (both projections)",
     "max_steps": "optimizer steps", "lr": "peak learning rate (AdamW)",
     "min_lr_ratio": "cosine decay ends at lr * this", "warmup_steps": "linear warmup steps",
     "weight_decay": "AdamW weight decay (matrices only)", "beta1": "AdamW beta1",
