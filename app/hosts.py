@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextvars import ContextVar
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
@@ -138,7 +139,11 @@ class HostGuard:
                                    f"this server takes at most {limit:,} here.")
                 return
             receive = _counted(receive, limit)
-        await self.app(scope, receive, send)
+        token = _current.set(((scope.get("client") or (None,))[0], headers))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _current.reset(token)
 
     @staticmethod
     async def _refuse(scope, send, status: int, message: str) -> None:
@@ -150,6 +155,18 @@ class HostGuard:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+# The request HostGuard is passing on, for the code it calls (app.policy.RequestExposure): a
+# context variable, so each request (and the threads its handlers run in) sees its own.
+_current: ContextVar[tuple[str | None, dict] | None] = ContextVar("workbench_request",
+                                                                 default=None)
+
+
+def current_request() -> tuple[str | None, dict] | None:
+    """(client address, lower-case headers) of the HTTP request being served through HostGuard,
+    or None outside one (for app.policy.RequestExposure)."""
+    return _current.get()
 
 
 def _counted(receive, limit: int):

@@ -47,15 +47,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build(args: argparse.Namespace):
     """The FastAPI app for these arguments (ValueError for a bad device or model)."""
     from app import workbench
-    from app.hosts import allowed_hosts
+    from app.hosts import allowed_hosts, current_request
     from app.openai_api import create_app, server_app
-    from app.policy import is_exposed
+    from app.policy import RequestExposure, is_exposed
 
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be between 0 and 65535, got {args.port}")
     wb = workbench.configure(runs_dir=args.runs, bundled_dir=args.checkpoints,
                              device=args.device, precision=args.precision,
-                             exposed=is_exposed(args.host))
+                             # judged per request: a client through a proxy is not local
+                             exposed=RequestExposure(is_exposed(args.host), current_request))
     return server_app(create_app(wb, models=args.models),
                       allowed_hosts(args.host, False, args.allowed_hosts))
 

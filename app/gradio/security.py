@@ -11,6 +11,7 @@ from __future__ import annotations
 from starlette.middleware import Middleware
 
 from app.auth import check_login, password_required
+from app import hosts
 from app.hosts import HostGuard, allowed_hosts
 from app.limits import MAX_BODY_BYTES
 from app.training_data import MAX_UPLOAD_BYTES
@@ -29,11 +30,12 @@ def body_limit(path: str) -> int:
 def current_request():
     """(client address, lower-case headers) of the request a handler is serving, or None at
     start-up. Gradio keeps the request of the running event in a context variable for every
-    handler call and every step of a streaming one."""
+    handler call and every step of a streaming one; other routes on the same server (the
+    OpenAI-compatible API at /v1) are read from app.hosts.HostGuard's."""
     from gradio.context import LocalContext
     request = LocalContext.request.get(None)
-    if request is None:
-        return None
+    if request is None:  # not a Gradio event: a route of its own (the API at /v1), or start-up
+        return hosts.current_request()
     try:
         client = request.client.host if request.client else None
         headers = {k.lower(): v for k, v in request.headers.items()}
@@ -44,8 +46,8 @@ def current_request():
 
 def launch_options(host: str | None, share: bool = False, extra_hosts: str | None = None) -> dict:
     """Keyword arguments for Blocks.launch(): the middleware, the upload limit and sign-in."""
-    hosts = allowed_hosts(host, share, extra_hosts)
-    options = dict(app_kwargs={"middleware": [Middleware(HostGuard, hosts=hosts,
+    names = allowed_hosts(host, share, extra_hosts)
+    options = dict(app_kwargs={"middleware": [Middleware(HostGuard, hosts=names,
                                                          body_limit=body_limit)]},
                    max_file_size=MAX_UPLOAD_BYTES)
     if password_required():

@@ -93,6 +93,26 @@ def test_training_and_large_models_follow_the_request(tmp_path, monkeypatch):
     assert not training_policy(RequestExposure(True, lambda: LOCAL), environ={}).allowed
 
 
+def test_routes_behind_the_guard_are_judged_per_request_too():
+    """A route that is not a Gradio event (the OpenAI-compatible API on the Gradio port) reads
+    its request from HostGuard."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from app import hosts
+    from app.gradio.security import current_request
+
+    exposure = RequestExposure(False, current_request)
+    app = Starlette(routes=[Route("/", lambda request: JSONResponse({"exposed": exposure()}))])
+    client = TestClient(hosts.HostGuard(app, allowed_hosts(None, environ={})),
+                        base_url="http://localhost", client=("127.0.0.1", 5000))
+    assert client.get("/").json() == {"exposed": False}
+    assert client.get("/", headers={"X-Forwarded-For": "203.0.113.9"}).json() == {"exposed": True}
+    assert hosts.current_request() is None  # nothing left behind outside a request
+
+
 def test_status_hides_paths_pids_and_logs_from_visitors(tmp_path):
     run = tmp_path / "runs" / "demo"
     run.mkdir(parents=True)
