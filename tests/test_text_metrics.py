@@ -68,3 +68,24 @@ def test_plain_text_and_empty_splits_are_refused(tmp_path, bpe_tokenizer):
         response_scores(ckpt, str(write_set(tmp_path / "one.jsonl", n=1)), split="val")
     with pytest.raises(ValueError, match="max_examples"):
         response_scores(ckpt, str(write_set(tmp_path / "s.jsonl")), max_examples=0)
+
+
+def test_eval_reports_bleu_and_rouge_next_to_the_loss(tmp_path, bpe_tokenizer, capsys):
+    import json as _json
+
+    from engine.__main__ import main
+    from engine.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "model", make_model(bpe_tokenizer.vocab_size), bpe_tokenizer)
+    data = str(write_set(tmp_path / "set.jsonl", n=5))
+    args = ["eval", "--model", str(tmp_path / "model"), "--data", data, "--split", "all",
+            "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--text-metrics", "3",
+            "--max-new-tokens", "8"]
+    assert main(args + ["--json"]) == 0
+    result = _json.loads(capsys.readouterr().out)
+    metrics = result["text_metrics"]
+    assert result["loss"] > 0 and metrics["examples"] == 3 and 0 <= metrics["bleu"] <= 100
+    assert metrics["sampling"]["max_new_tokens"] == 8 and metrics["sampling"]["temperature"] == 0
+    assert main(args + ["--temperature", "0.7", "--seed", "3"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith("BLEU ") and "ROUGE-L" in line and "'temperature': 0.7" in line

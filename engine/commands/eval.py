@@ -6,6 +6,8 @@ examples:
       --max-batches 20 --json
   python -m engine eval --model gpt2 --data data/stories/stories.txt --max-batches 20
   python -m engine eval --model story --data data/stories/stories.txt --samples 8
+  python -m engine eval --model python-assistant --data data/python/qa_val.jsonl \
+      --split all --max-batches 2 --text-metrics 2 --max-new-tokens 32
 
 Text is cut into non-overlapping windows of the model's context; instruction data (JSONL) is
 scored on the response tokens only, as in training. The validation split is the one training
@@ -44,9 +46,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample-prompt", default="",
                         help='the prompt of the samples (default: "The king")')
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    from ..text_metrics import GREEDY
+    from ._flags import add_sampling_arguments
+
+    group = parser.add_argument_group(
+        "text metrics", "--text-metrics N: BLEU and ROUGE-L of the model's responses to N "
+        "examples of the split (instruction data), generated with these settings (default "
+        "greedy, so the figures repeat)")
+    group.add_argument("--text-metrics", type=int, default=0, metavar="N",
+                       help="score responses to up to N examples (0 = off)")
+    add_sampling_arguments(group, GREEDY)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..device import pick_device
     from ..evaluate import evaluate_model
 
     result = evaluate_model(args.model, args.data, split=args.split, val_fraction=args.val_fraction,
@@ -54,6 +67,16 @@ def run(args: argparse.Namespace) -> int:
                             max_batches=args.max_batches, max_data_tokens=args.max_data_tokens,
                             cache_dir=args.cache_dir, device=args.device, samples=args.samples,
                             sample_prompt=args.sample_prompt)
+    if args.text_metrics:
+        from ..loading import load_model
+        from ..text_metrics import response_scores
+        from ._flags import sampling_params
+
+        ckpt = load_model(args.model, device=pick_device(args.device))
+        result["text_metrics"] = response_scores(
+            ckpt, args.data, split=args.split, val_fraction=args.val_fraction,
+            max_examples=args.text_metrics, params=sampling_params(args),
+            block_size=args.block_size)
     if args.json:
         print(json.dumps(result))
     else:
@@ -65,4 +88,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"samples {q['samples']} x {q['max_new_tokens']} tokens from {q['prompt']!r}: "
                   f"{q['real_word_share']:.1%} of {q['words']} words occur in the data, "
                   f"{q['repeated_4gram_share']:.1%} of {q['ngrams']} word 4-grams repeat")
+        t = result.get("text_metrics")
+        if t:
+            shown = {k: v for k, v in t["sampling"].items() if k != "stop"}
+            print(f"BLEU {t['bleu']:.2f}  ROUGE-L {t['rouge_l']:.2f}  ({t['examples']} "
+                  f"responses, split {t['split']}; sampling {shown})")
     return 0 if math.isfinite(result["loss"]) else 1
