@@ -61,6 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..device import pick_device
     from ..evaluate import evaluate_model
+    from ._flags import sampling_params
+
+    if args.text_metrics < 0:
+        raise ValueError(f"--text-metrics must be 0 (off) or more, got {args.text_metrics}")
+    params = sampling_params(args)  # a bad sampling flag fails before any work
 
     result = evaluate_model(args.model, args.data, split=args.split, val_fraction=args.val_fraction,
                             block_size=args.block_size, batch_size=args.batch_size,
@@ -70,12 +75,11 @@ def run(args: argparse.Namespace) -> int:
     if args.text_metrics:
         from ..loading import load_model
         from ..text_metrics import response_scores
-        from ._flags import sampling_params
 
         ckpt = load_model(args.model, device=pick_device(args.device))
         result["text_metrics"] = response_scores(
             ckpt, args.data, split=args.split, val_fraction=args.val_fraction,
-            max_examples=args.text_metrics, params=sampling_params(args),
+            max_examples=args.text_metrics, params=params,
             block_size=args.block_size)
     if args.json:
         print(json.dumps(result))
