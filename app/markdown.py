@@ -16,6 +16,7 @@ still streaming); an indented block is lines of four spaces or a tab after a bla
 
 from __future__ import annotations
 
+import html
 import re
 
 _FENCE = re.compile(r" {0,3}(`{3,}(?=[^`]*$)|~{3,})")
@@ -63,12 +64,12 @@ def code_lines(text: str) -> list[bool]:
     return code
 
 
-_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]()~|#>!<{}+-])")
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]()~|#!{}+-])")
 
 
 def plain(text: str) -> str:
     """Any text (an error quoting an uploaded file's keys, a run's message) shown literally in
-    Markdown, on one line: every punctuation mark Markdown reads is backslash-escaped and "&"
-    written as an entity, so it can open no link, image, HTML tag or emphasis."""
-    text = " ".join(str(text).split()).replace("&", "&amp;")
+    Markdown, on one line: HTML escaped (&lt;b&gt;) and every other punctuation mark Markdown
+    reads backslash-escaped, so it can open no link, image, HTML tag or emphasis."""
+    text = html.escape(" ".join(str(text).split()), quote=False)
     return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
