@@ -212,9 +212,29 @@ class Sampler:
                     probs = probs * ((probs.cumsum(-1) - probs) < p.top_p)
                 choice = torch.multinomial(probs, 1, generator=self.generator)
                 return int(indices[int(choice)])
+        elif p.top_k == 0 and p.top_p < 1.0:
+            return self._nucleus(logits)
         logits = Temperature(p.temperature)(logits, history)
         logits = TopP(p.top_p)(TopK(p.top_k)(logits, history), history)
         return int(torch.multinomial(logits.softmax(-1), 1, generator=self.generator))
+
+    def _nucleus(self, logits: torch.Tensor) -> int:
+        """Top-p alone, without sorting the vocabulary (4 ms for GPT-2's 50257 logits on a CPU,
+        about 0.1 ms for a top 64). The nucleus is the smallest set of top tokens whose mass
+        reaches p, so once the k largest probabilities add up to p, every token of it is among
+        them: take the top 64, 256, ... until they do, then apply TopP's rule (a token stays while
+        the mass before it is below p) to those, already sorted, and draw."""
+        p = self.params
+        probs = ((logits - logits.max()) / max(p.temperature, MIN_TEMPERATURE)).softmax(-1)
+        k = 64
+        while True:
+            k = min(k, probs.size(-1))
+            values, indices = torch.topk(probs, k)  # sorted, largest first
+            if k == probs.size(-1) or float(values.sum()) >= p.top_p:
+                break
+            k *= 4
+        values = values * ((values.cumsum(-1) - values) < p.top_p)
+        return int(indices[int(torch.multinomial(values, 1, generator=self.generator))])
 
 
 def explain(logits: torch.Tensor, history: Sequence[int] | torch.Tensor, params: SamplingParams,

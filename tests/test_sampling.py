@@ -110,6 +110,25 @@ def test_sampler_draws_from_the_processed_distribution():
     assert (counts / n - expected).abs().max() < 0.03
 
 
+@pytest.mark.parametrize("top_p, vocab", [(0.8, 50), (0.97, 5000)])
+def test_sampler_top_p_alone_draws_from_the_processed_distribution(top_p, vocab):
+    """Top-p without top-k takes the top 64, 256, ... tokens until they hold p (no full sort):
+    the same distribution as transformers' chain, also when the nucleus needs several rounds."""
+    torch.manual_seed(4)
+    logits, hist = torch.randn(vocab) * (2 if vocab == 50 else 0.5), torch.tensor([0, 1, 2])
+    params = SamplingParams(temperature=0.9, top_k=0, top_p=top_p, repetition_penalty=1.2, seed=7)
+    expected = logits[None]
+    for proc in (RepetitionPenaltyLogitsProcessor(1.2), TemperatureLogitsWarper(0.9),
+                 TopPLogitsWarper(top_p)):
+        expected = proc(hist[None], expected)
+    expected = expected.softmax(-1)[0]
+    assert vocab == 50 or int((expected > 0).sum()) > 256  # several rounds of topk
+    sampler, n = Sampler(params), 4000
+    counts = torch.bincount(torch.tensor([sampler(logits, hist) for _ in range(n)]), minlength=vocab)
+    assert set(counts.nonzero().flatten().tolist()) <= set(expected.nonzero().flatten().tolist())
+    assert (counts / n - expected).abs().max() < 0.03
+
+
 def test_sampler_tie_fallback_keeps_tied_tokens():
     logits = torch.zeros(100)
     logits[:2] = 1.0  # top_k=5 cuts through 98 tied tokens: all of them stay eligible
