@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine import precision
 from engine.checkpoint import save_checkpoint
 from engine.fileio import current_umask
 from engine.generation import generate
@@ -41,8 +42,14 @@ def test_generate_streams_the_same_text_as_the_library(ckpt, bpe_tokenizer):
     assert r.returncode == 0, r.stderr
     params = SamplingParams(temperature=0.9, top_k=20, top_p=0.9, repetition_penalty=1.2,
                             max_new_tokens=15, seed=7)
-    expected = generate(make_model(bpe_tokenizer.vocab_size, seed=2), bpe_tokenizer, "Once upon", params)
+    # The CLI's default precision is auto (int8 on a CPU); the library gives the same text at
+    # the same precision.
+    model = precision.apply(make_model(bpe_tokenizer.vocab_size, seed=2), "auto")
+    expected = generate(model, bpe_tokenizer, "Once upon", params)
     assert r.stdout == expected + "\n"
+    exact = cli(*args, "--precision", "fp32").stdout
+    assert exact == generate(make_model(bpe_tokenizer.vocab_size, seed=2), bpe_tokenizer,
+                             "Once upon", params) + "\n"
     assert "tokens/s" in r.stderr and "finished:" in r.stderr
     assert cli(*args).stdout == r.stdout  # same seed, same text
 
