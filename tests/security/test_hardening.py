@@ -113,6 +113,56 @@ def test_routes_behind_the_guard_are_judged_per_request_too():
     assert hosts.current_request() is None  # nothing left behind outside a request
 
 
+def test_chainlit_reads_the_session_from_its_socket_not_from_engineio(monkeypatch):
+    """engineio's environ says REMOTE_ADDR 127.0.0.1 for every client; the real address and
+    headers are in the ASGI scope the socket connected with."""
+    import sys
+    from types import SimpleNamespace
+
+    from app.chainlit.security import current_request
+
+    context_var = sys.modules["chainlit.context"].context_var  # (chainlit.context is a proxy)
+
+    def session(client, headers):
+        scope = {"client": (client, 5000),
+                 "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
+        environ = {"REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "localhost", "asgi.scope": scope}
+        context_var.set(SimpleNamespace(session=SimpleNamespace(environ=environ)))
+
+    exposure = RequestExposure(False, current_request)
+    before = context_var.set(None)
+    try:
+        assert current_request() is None  # no session: start-up
+        session("127.0.0.1", {"host": "localhost:8000"})
+        assert current_request() == ("127.0.0.1", {"host": "localhost:8000"}) and not exposure()
+        session("127.0.0.1", {"host": "localhost:8000", "x-forwarded-for": "203.0.113.9"})
+        assert exposure()
+        session("198.51.100.4", {"host": "localhost:8000"})
+        assert exposure()
+    finally:
+        context_var.reset(before)
+
+
+def test_the_gradio_launch_carries_the_guards(monkeypatch):
+    import gradio as gr
+
+    from app.gradio import layout, security
+    from app.training_data import MAX_UPLOAD_BYTES
+
+    monkeypatch.setenv("WORKBENCH_PASSWORD", "pw")
+    with gr.Blocks() as demo:
+        gr.Markdown("x")
+    seen = {}
+    monkeypatch.setattr(demo, "launch", lambda **kw: seen.update(kw))
+    layout.launch(demo, host="0.0.0.0", share=False, allowed_hosts="box.lan")
+    assert demo.delete_cache == security.UPLOAD_CLEANUP  # old uploads are deleted
+    assert seen["max_file_size"] == MAX_UPLOAD_BYTES and seen["auth"]("any", "pw")
+    guard = seen["app_kwargs"]["middleware"][0]
+    assert guard.cls.__name__ == "HostGuard" and "box.lan" in guard.kwargs["hosts"]
+    assert security.body_limit("/gradio_api/upload") > MAX_UPLOAD_BYTES > \
+        security.body_limit("/gradio_api/queue/join")
+
+
 def test_status_hides_paths_pids_and_logs_from_visitors(tmp_path):
     run = tmp_path / "runs" / "demo"
     run.mkdir(parents=True)
