@@ -23,6 +23,7 @@ if not FOUND:  # counted as a failure under WORKBENCH_NO_SKIPS=1 (CI)
     pytest.skip(INSTALL_HINT, allow_module_level=True)
 
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 
 from gradio_support import SLOW_PYTHON, make_workbench, start_server  # noqa: E402
@@ -182,6 +183,72 @@ def test_chat_streams_refuses_and_survives_reload(app, browser):
     wait_for(lambda: bot_texts(browser) != first and len(bot_texts(browser)) == 1
              and "tokens/s" in css(browser, "#chat-stats").text, 60, what="the retried answer")
     shot(browser, "2b-retried")
+
+
+def test_copy_one_message_edit_it_and_the_page_controls(app, browser):
+    """Issue 14: each message's copy button copies what was written (not the display's
+    escapes), a sent message can be edited and asked again, the light/dark toggle and, on a
+    phone-sized window, a sidebar that starts closed."""
+    wb, url = app
+    open_app(browser, url)
+    for clear in browser.find_elements(By.CSS_SELECTOR, '#chatbot button[aria-label="Clear"]'):
+        clear.click()  # an earlier test's conversation
+    set_number(browser, "#sampling-max-new-tokens input[type=number]", 20)
+    browser.find_elements(By.CSS_SELECTOR, "#chat-mode label")[1].click()  # free chat
+    written = "Is 1 < 2 & 3 > 2? Say <b>yes</b>"
+    css(browser, "#chat-input textarea").send_keys(written, Keys.ENTER)
+    wait_for(lambda: "tokens/s" in css(browser, "#chat-stats").text, 60, what="the answer")
+    browser.execute_cdp_cmd("Browser.grantPermissions", {
+        "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"],
+        "origin": url.rstrip("/")})
+    user_row = css(browser, "#chatbot .message-row.user-row")
+    ActionChains(browser).move_to_element(user_row).perform()
+    copy = wait_for(lambda: [b for b in browser.find_elements(
+        By.CSS_SELECTOR, "#chatbot button") if (b.get_attribute("aria-label") or "").lower()
+        .startswith("copy") and b.get_attribute("aria-label") != "Copy chat"], 10,
+        what="a message's copy button")[0]
+    copy.click()
+    copied = wait_for(lambda: browser.execute_async_script(
+        "const done = arguments[0]; navigator.clipboard.readText().then(done, () => done(''));"),
+        10, what="the clipboard")
+    assert copied == written
+
+    edit = wait_for(lambda: [b for b in browser.find_elements(By.CSS_SELECTOR, "#chatbot button")
+                             if (b.get_attribute("aria-label") or "").lower() == "edit"], 10,
+                    what="the edit button")[0]
+    edit.click()
+    box = wait_for(lambda: css(browser, "#chatbot textarea"), 10, what="the edit box")
+    box.send_keys(Keys.CONTROL, "a", Keys.DELETE)
+    box.send_keys("An edited question")
+    shot(browser, "2d-editing")
+    submit = wait_for(lambda: [b for b in browser.find_elements(By.CSS_SELECTOR, "#chatbot button")
+                               if (b.get_attribute("aria-label") or b.text).strip().lower()
+                               in ("submit", "save")], 10,
+                      what="the edit's submit button")[0]
+    submit.click()
+    wait_for(lambda: "An edited question" in css(browser, "#chatbot").text
+             and "Say" not in css(browser, "#chatbot").text
+             and "tokens/s" in css(browser, "#chat-stats").text, 60, what="the edited chat")
+    assert len(bot_texts(browser)) == 1
+    shot(browser, "2e-edited")
+
+    dark = browser.execute_script("return document.body.classList.contains('dark')")
+    css(browser, "#theme-toggle").click()
+    wait_for(lambda: browser.execute_script(
+        "return document.body.classList.contains('dark')") != dark, 5, what="the theme to flip")
+    browser.refresh()  # the choice is kept in this browser
+    wait_for(lambda: browser.execute_script(
+        "return document.body.classList.contains('dark')") != dark, 20, what="the kept theme")
+    css(browser, "#theme-toggle").click()  # back as it was, for the other tests
+
+    browser.set_window_size(390, 844)
+    try:
+        open_app(browser, url)
+        wait_for(lambda: "open" not in css(browser, "#sidebar").get_attribute("class"), 10,
+                 what="the sidebar to start closed on a phone")
+        shot(browser, "2f-phone")
+    finally:
+        browser.set_window_size(1400, 1000)
 
 
 def test_python_answer_shows_its_sources_collapsed(app, browser):

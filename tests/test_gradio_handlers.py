@@ -359,3 +359,28 @@ def test_free_chat_with_the_python_docs_model_says_what_it_will_sound_like(wb, g
     assert chat.chat_note(grounded_wb, "Free chat", grounded_wb.models.default("story")) == ""
     assert chat.chat_note(wb, "Free chat", wb.models.default("python")) == ""  # not docs-trained
     assert chat.chat_note(wb, "Free chat", "no such model") == ""
+
+
+def test_edit_a_sent_message_cuts_the_chat_there_and_asks_again(wb):
+    """Gradio's chatbot edit event: the edited message replaces the one sent, what came after
+    it is dropped, and the new question is answered."""
+    model = wb.models.default("python")
+    history = run(chat.respond(wb, "first", [], "Free chat", model, **FAST))[-1][1]
+    history = run(chat.respond(wb, "second", history, "Free chat", model, **FAST))[-1][1]
+    assert [m["content"] for m in history if m["role"] == "user"] == ["first", "second"]
+    edit = gr.EditData(None, {"index": 0, "value": "first, edited", "previous_value": "first"})
+    shown, state, textbox, stats = run(chat.edit(wb, history, "Free chat", model, edit,
+                                                 **FAST))[-1]
+    assert [m["role"] for m in state] == ["user", "assistant"]
+    assert state[0]["content"] == "first, edited" and "tokens/s" in stats
+    bad = gr.EditData(None, {"index": 1, "value": "x", "previous_value": "y"})
+    with pytest.raises(ValueError, match="only your own messages can be edited"):
+        run(chat.edit(wb, state, "Free chat", model, bad, **FAST))
+
+
+def test_train_tab_shows_the_whole_preset_label_and_what_the_sidebar_is_for():
+    presets = [("cpu-demo: 2 layers × 128 dims, 128 context, <b>", "cpu-demo"), ("x: y", "x")]
+    assert train.preset_label(presets, "cpu-demo") == \
+        "<small>cpu-demo: 2 layers × 128 dims, 128 context, &lt;b&gt;</small>"
+    assert train.preset_label(presets, "nope") == ""
+    assert "chat and stories" in train.TRAIN_SETTINGS_NOTE

@@ -59,6 +59,37 @@ COPY_JS = """(history) => {
 }"""
 
 
+# The chatbot's per-message copy button copies the message as the chatbot holds it, which is
+# made safe for display (common.show_markdown: outside code, "&", "<", ">" as entities, "![" and
+# a line-opening "#" with a backslash). This script, in the page's head, undoes exactly that for
+# a copy made from the chat, so the clipboard gets what the person or the model wrote.
+COPY_MESSAGE_HEAD = """<script>
+(() => {
+  const clip = navigator.clipboard;
+  if (!clip || !clip.writeText) return;
+  const write = clip.writeText.bind(clip);
+  const fence = /^ {0,3}(`{3,}|~{3,})/;
+  const raw = (text) => {
+    let open = null;
+    return String(text).split("\\n").map((line) => {
+      const f = line.match(fence);
+      if (open !== null || f) {
+        if (f && (open === null || f[1].startsWith(open))) open = open === null ? f[1] : null;
+        return line;
+      }
+      return line.replace(/^\\\\#/, "#").replace(/!\\\\\\[/g, "![")
+        .replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&amp;/g, "&");
+    }).join("\\n");
+  };
+  clip.writeText = (text) => {
+    const from = document.activeElement;
+    const inChat = from && from.closest && from.closest("#chatbot") && !from.closest("#chat-copy");
+    return write(inChat ? raw(text) : text);
+  };
+})();
+</script>"""
+
+
 def display(history: list) -> list:
     """The chatbot's copy of the raw history: content as safe Markdown (show_markdown), notes
     kept as notes. The history is checked first (app.limits.clean_history), whatever form it
@@ -174,6 +205,18 @@ def retry(wb: Workbench, history, mode_label, model, **sampling):
     yield from respond(wb, message, history, mode_label, model, **sampling)
 
 
+def edit(wb: Workbench, history, mode_label, model, evt: gr.EditData, **sampling):
+    """A sent message edited in place: the conversation is cut there and the edited message
+    asked again (what came after it is gone, as in other chat apps)."""
+    history = clean_history(history, keep_notes=True)
+    index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+    if not isinstance(index, int) or not 0 <= index < len(history) \
+            or history[index]["role"] != "user":
+        raise ValueError("only your own messages can be edited")
+    text = evt.value if isinstance(evt.value, str) else str(evt.value or "")
+    yield from respond(wb, text, history[:index], mode_label, model, **sampling)
+
+
 def undo(history):
     """Remove the last question and its answer; put the question back in the textbox."""
     history = clean_history(history, keep_notes=True)
@@ -212,14 +255,14 @@ def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
                          "has no filter.", elem_id="chat-mode")
     note = gr.Markdown("", elem_id="chat-note")
     state = gr.BrowserState([], storage_key=STORAGE_KEY, secret=STATE_SECRET)
-    # Gradio's copy buttons would copy the escaped text (&lt; for <); this one copies the raw
-    # conversation from the browser state instead. Code blocks have their own copy buttons.
+    # Copy chat copies the raw conversation from the browser state; each message's own copy
+    # button gets its raw text back through COPY_MESSAGE_HEAD. Code blocks have their own.
     # Markdown renders (code blocks as code); HTML in messages is escaped by show_markdown and
     # the sanitizer cleans anything left; no LaTeX ("$" is common in code).
     copy_btn = gr.Button("Copy chat", size="sm", elem_id="chat-copy", render=False)
     chatbot = gr.Chatbot(elem_id="chatbot", label="Chat", show_label=False, height=460,
-                         render_markdown=True, latex_delimiters=[],
-                         sanitize_html=True, allow_tags=False, buttons=[copy_btn],
+                         render_markdown=True, latex_delimiters=[], editable="user",
+                         sanitize_html=True, allow_tags=False, buttons=["copy", copy_btn],
                          examples=examples_for(CHAT_MODE_LABELS["python"]),
                          placeholder="Ask a Python question, or switch to free chat.",
                          feedback_options=None)
@@ -236,9 +279,11 @@ def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
     picked = chatbot.example_select(guard(partial(example, wb)), **controls.inputs(state, mode),
                                     outputs=outs, api_visibility="undocumented",
                                     show_progress="minimal")
-    for event in (submit, again, picked):
+    edited = chatbot.edit(guard(partial(edit, wb)), **controls.inputs(state, mode),
+                          outputs=outs, api_visibility="undocumented", show_progress="minimal")
+    for event in (submit, again, picked, edited):
         event.then(_idle, None, textbox, api_visibility="undocumented", queue=False)
-    textbox.stop(_idle, None, textbox, cancels=[submit, again, picked],
+    textbox.stop(_idle, None, textbox, cancels=[submit, again, picked, edited],
                  api_visibility="undocumented", queue=False)
     chatbot.undo(guard(undo), [state], [chatbot, state, textbox],
                  api_visibility="undocumented", queue=False)

@@ -200,4 +200,7 @@ CSS = """
 .explorer-table .removed .num { color: var(--body-text-color-subdued); }
 .explorer-table tr.picked td.tok { font-weight: 700; }
 #train-status { font-variant-numeric: tabular-nums; }
+/* The chat's toolbar (Copy chat, clear) floats over the top of the messages: leave it room, so
+   it never covers the first message (a long one, or on a phone). */
+#chatbot .bubble-wrap { padding-top: 44px; }
 """

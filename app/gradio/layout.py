@@ -27,6 +27,36 @@ INTRO = ("Chat with, write with and train small GPT-2 models, on your own machin
          "Pick a model and tune the sampling in the sidebar; they apply to every tab.")
 
 
+# The page's head: the light/dark choice (the sidebar's toggle stores it in this browser), and on
+# a phone-sized screen the sidebar starts closed, so the chat is what a person sees first.
+LAYOUT_HEAD = """<script>
+(() => {
+  const key = "gpt-workbench-theme";
+  const apply = () => {
+    const saved = localStorage.getItem(key);
+    if (saved) document.body.classList.toggle("dark", saved === "dark");
+  };
+  let tries = 0;
+  const settle = setInterval(() => {
+    apply();  // after Gradio has set its own theme on the body
+    const bar = document.getElementById("sidebar");
+    if (bar && window.innerWidth < 768 && bar.classList.contains("open")) {
+      const toggle = bar.querySelector(".toggle-button");
+      if (toggle) toggle.click();
+    }
+    if (++tries > 40 || (bar && !(window.innerWidth < 768 && bar.classList.contains("open")))) {
+      clearInterval(settle);
+    }
+  }, 100);
+})();
+</script>"""
+THEME_TOGGLE_JS = """() => {
+  const dark = !document.body.classList.contains("dark");
+  document.body.classList.toggle("dark", dark);
+  localStorage.setItem("gpt-workbench-theme", dark ? "dark" : "light");
+}"""
+
+
 def model_dropdown_update(wb: Workbench, current: str | None = None):
     choices = wb.models.choices()
     specs = [spec for _, spec in choices]
@@ -65,7 +95,9 @@ def build_demo(wb: Workbench) -> gr.Blocks:
             info = gr.Markdown("", elem_id="model-info")
             with gr.Accordion("Model card", open=False, elem_id="model-card-box"):
                 card = gr.Markdown("", elem_id="model-card", sanitize_html=True)
-            refresh = gr.Button("Refresh the list", size="sm", elem_id="model-refresh")
+            with gr.Row():
+                refresh = gr.Button("Refresh the list", size="sm", elem_id="model-refresh")
+                theme = gr.Button("Light / dark", size="sm", elem_id="theme-toggle")
             gr.Markdown("### Sampling")
             sampling = sampling_components()
         controls = Controls(model=model, sampling=sampling)
@@ -83,6 +115,8 @@ def build_demo(wb: Workbench) -> gr.Blocks:
                      show_progress="minimal")
         refresh.click(partial(model_dropdown_update, wb), model, model,
                       api_visibility="undocumented", queue=False)
+        theme.click(None, None, None, js=THEME_TOGGLE_JS, api_visibility="undocumented",
+                    queue=False)
         # The bundled models are made for one tab each: follow the tab, unless the person
         # picked something else.
         chat_tab.select(partial(suggest, wb, "python"), model, model,
@@ -116,4 +150,5 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860,
                                  "routes": [Mount(API_PATH, api)]}
     return demo.launch(server_name=host, server_port=port, share=share, css=CSS,
                        theme=gr.themes.Soft(), footer_links=["api", "gradio"],
+                       head=chat.COPY_MESSAGE_HEAD + LAYOUT_HEAD,
                        show_error=True, **options)

@@ -29,6 +29,10 @@ NEW_MODEL = "(a new model)"
 # The hyperparameters the form shows (labels and minimums from app.limits.TRAINING).
 FIELDS = {"max_steps": "train-max-steps", "lr": "train-lr", "batch_size": "train-batch",
           "block_size": "train-block"}
+# The sidebar applies to every tab but this one: say so where it could mislead.
+TRAIN_SETTINGS_NOTE = ("The sidebar's model and sampling settings are for chat and stories; a "
+                       "training run uses the preset and the fields below (its sample "
+                       "generations use fixed settings of their own).")
 STATE_WORDS = {"stopping": "stopping (saving a checkpoint)"}  # other states read as they are
 CURVE_COLORS = {"train": "#6366f1", "validation": "#f97316"}  # the loss curve's splits
 
@@ -105,6 +109,12 @@ def poll(wb: Workbench, seen: dict, current_model):
         return (gr.skip(), gr.skip(), gr.skip(), models, inits, resumable, seen, timer, *buttons)
     return (status_markdown(st), curve_frame(st), samples_text(st), models, inits, resumable,
             seen, timer, *buttons)
+
+
+def preset_label(presets: list[tuple[str, str]], preset) -> str:
+    """The whole label of the chosen preset (its shape and recipe), as small print."""
+    label = next((label for label, name in presets if name == preset), "")
+    return f"<small>{show_text(label)}</small>" if label else ""
 
 
 def preset_values(wb: Workbench, preset: str):
@@ -185,6 +195,7 @@ def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
         gr.Markdown(f"**Read-only.** {show_text(policy.reason)}",
                     elem_id="train-disabled")
     gr.Markdown(wb.training.device_notice(), elem_id="train-device")
+    gr.Markdown(f"*{TRAIN_SETTINGS_NOTE}*", elem_id="train-settings-note")
     presets = wb.training.presets()
     default_preset = "cpu-demo" if any(p == "cpu-demo" for _, p in presets) else presets[0][1]
     corpora = wb.training.corpora()
@@ -196,6 +207,9 @@ def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
             preset = gr.Dropdown(presets, value=default_preset, label="Preset",
                                  info="A recipe: model shape, tokenizer and optimiser settings.",
                                  elem_id="train-preset", interactive=allowed)
+            # The box cuts a long label short; the whole of it, under the box.
+            preset_about = gr.Markdown(preset_label(presets, default_preset),
+                                       elem_id="train-preset-about")
             source = gr.Radio(list(SOURCES), value=SOURCES[0], label="Data",
                               elem_id="train-source", interactive=allowed)
             corpus = gr.Dropdown(corpora, value=corpora[0][1] if corpora else None,
@@ -238,6 +252,8 @@ def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
                   api_visibility="undocumented", queue=False)
     preset.change(guard(partial(preset_values, wb)), preset, numbers, api_visibility="undocumented",
                   queue=False)
+    preset.change(partial(preset_label, presets), preset, preset_about,
+                  api_visibility="undocumented", queue=False)
     start_btn.click(guard(partial(start, wb)),
                     [preset, source, corpus, upload, hf_name, run_name, init_from, *numbers],
                     status, api_name="train_start")
