@@ -22,7 +22,8 @@ out takes the UIs' default. OpenAI fields we cannot honour (n > 1, logprobs, pen
 0, logit_bias, suffix, best_of > 1) are refused with a 400 rather than ignored.
 
 Errors have the OpenAI shape {"error": {"message", "type", "param", "code"}}: 400 for a bad
-value, 404 for a model this server does not offer. Each response carries a "workbench" object
+value, 404 for a model this server does not offer, 503 when the server's queue of generations
+(engine.serving, shared with the apps) is full. Each response carries a "workbench" object
 (mode, refused, reason, sources, notices); a stream carries it in its last chunk.
 A client that goes away cancels its generation (streaming or not). When the server has a
 password (WORKBENCH_PASSWORD, app.auth), it is the API key: `Authorization: Bearer <password>`.
@@ -53,6 +54,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount
 
 from engine.assistant import MODES
+from engine.serving import ServerBusy
 
 from .auth import USER_ENV, check_login, password_required
 from .display import source_entries
@@ -319,7 +321,8 @@ def _split_messages(messages: list[dict]) -> tuple[str, list[dict], str]:
 
 def _finish_reason(reply) -> str:
     stats = reply.stats
-    return "length" if stats is not None and stats.finish_reason == "length" else "stop"
+    # Cut short by max_tokens or by the server's time limit: "length"; anything else: "stop".
+    return "length" if stats is not None and stats.finish_reason in ("length", "time") else "stop"
 
 
 def _usage(reply) -> dict:
@@ -436,6 +439,11 @@ def _add_error_handlers(api: FastAPI) -> None:
         kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
         return JSONResponse(APIError(str(e.detail), e.status_code, type_=kind).body(),
                             status_code=e.status_code)
+
+    @api.exception_handler(ServerBusy)  # the server-wide queue is full (engine.serving)
+    async def busy(_, e: ServerBusy):
+        body = APIError(str(e), 503, code="server_busy", type_="server_error").body()
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "10"})
 
     for error in USER_ERRORS:  # ValueError, ModelLoadError, ...: a message a person can act on
         @api.exception_handler(error)

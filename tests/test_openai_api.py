@@ -18,7 +18,7 @@ import uvicorn
 from app.limits import sampling_params
 from app.hosts import allowed_hosts
 from app.openai_api import create_app, server_app
-from gradio_support import free_port, make_checkpoints, make_workbench
+from gradio_support import SLOW_PYTHON, free_port, make_checkpoints, make_workbench
 
 ROOT = Path(__file__).resolve().parent.parent
 PIZZA = "What is the best pizza in Rome?"
@@ -252,3 +252,37 @@ def test_the_gradio_app_serves_the_api_on_its_port(tmp_path):
         assert page.status_code == 200 and "gradio" in page.text.lower()
     finally:
         demo.close()
+
+
+def test_a_full_server_says_busy_with_a_503(tmp_path):
+    """The API shares the apps' server-wide limit on generations (engine.serving): beyond its
+    queue a request gets 503 in the OpenAI shape, and a place frees when a client leaves."""
+    from engine.serving import ServingLimits
+
+    # The slow python model: 1024 tokens take seconds, however quiet the machine.
+    wb = make_workbench(tmp_path, python_shape=SLOW_PYTHON,
+                        limits=ServingLimits(max_active=1, max_queue=0))
+    server, url = serve(server_app(create_app(wb), allowed_hosts("127.0.0.1")))
+    body = {"model": "python:story", "max_tokens": 1024, "stream": True,
+            "messages": [{"role": "user", "content": "Once upon a time"}]}
+    client = openai.OpenAI(base_url=url, api_key="x", max_retries=0)
+    try:
+        with httpx.stream("POST", f"{url}/chat/completions", json=body, timeout=30) as first:
+            events = (line for line in first.iter_lines() if line.startswith("data:"))
+            next(events), next(events)  # a text delta: it holds the server's one place
+            with pytest.raises(openai.APIStatusError) as e:
+                client.chat.completions.create(model="story:chat", max_tokens=2,
+                                               messages=[{"role": "user", "content": "hi"}])
+            assert e.value.status_code == 503 and e.value.body["code"] == "server_busy"
+            assert e.value.response.headers["retry-after"]
+        deadline = time.time() + 20  # the first client left: its place comes free
+        while True:
+            try:
+                client.chat.completions.create(model="story:chat", max_tokens=2,
+                                               messages=[{"role": "user", "content": "hi"}])
+                break
+            except openai.APIStatusError:
+                assert time.time() < deadline, "the place of a client that left never freed"
+                time.sleep(0.2)
+    finally:
+        server.should_exit = True
