@@ -210,7 +210,7 @@ def test_gradio_refuses_oversized_history(client):
                for i in range(200)]
     t = time.perf_counter()
     with pytest.raises(AppError, match="chat history is"):
-        client.predict(message="hi", history=history, mode_label="Free chat",
+        client.predict(message="hi", history=history, mode_label="Free chat", system="",
                        model=client.predict(api_name="/models")[0][1], temperature=0,
                        max_new_tokens=4, api_name="/chat")
     assert time.perf_counter() - t < 20
