@@ -205,14 +205,23 @@ def test_gradio_judges_each_request(servers, client):
                         param_8=0.001, param_9=2, param_10=16, api_name="/train_start")
 
 
+def _chat_args(client, **args) -> dict:
+    """/chat's arguments: these, the first listed model, and an empty value for any other text
+    field the chat form has (the free-chat system prompt)."""
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/chat"]
+    names = [p["parameter_name"] for p in api["parameters"]]
+    args.setdefault("model", client.predict(api_name="/models")[0][1])
+    return {**{n: "" for n in names if n == "system"}, **args}
+
+
 def test_gradio_refuses_oversized_history(client):
     history = [{"role": "user" if i % 2 == 0 else "assistant", "content": "y" * 7999}
                for i in range(200)]
     t = time.perf_counter()
     with pytest.raises(AppError, match="chat history is"):
-        client.predict(message="hi", history=history, mode_label="Free chat", system="",
-                       model=client.predict(api_name="/models")[0][1], temperature=0,
-                       max_new_tokens=4, api_name="/chat")
+        client.predict(**_chat_args(client, message="hi", history=history,
+                                    mode_label="Free chat", temperature=0, max_new_tokens=4),
+                       api_name="/chat")
     assert time.perf_counter() - t < 20
 
 
