@@ -21,6 +21,9 @@ from engine.sampling import SamplingParams
 
 MAX_INPUT_CHARS = 8000  # a prompt or chat message; the models' windows are 256-1024 tokens
 MAX_HISTORY_MESSAGES = 200  # a chat history sent by a client; older turns are trimmed anyway
+# A system prompt / persona for free chat (or an API client's system message): it goes before
+# the whole conversation in a 256-1024-token window, so a paragraph, not a document.
+MAX_SYSTEM_CHARS = 2000
 MAX_HISTORY_CHARS = 400_000  # all of those messages together (50 of the longest)
 # A request body to either server (a chat turn with its history, in JSON, where a character may
 # take 12 bytes); uploads have their own limit (app.training_data.MAX_UPLOAD_BYTES).

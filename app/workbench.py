@@ -40,7 +40,7 @@ from engine.serving import GenerationService, ServerBusy, ServingLimits, limits_
 
 from .catalog import ModelCatalog
 from .display import token_label
-from .limits import EXPLORER_TOP, clean_history, clean_text
+from .limits import EXPLORER_TOP, MAX_SYSTEM_CHARS, clean_history, clean_text
 from .training import TrainingDesk
 
 __all__ = ["Workbench", "get", "configure", "USER_ERRORS", "ModelLoadError", "ServerBusy",
@@ -93,7 +93,7 @@ class Workbench:
         message = clean_text(message, "message")
         turns = clean_history(history)
         ckpt = self.models.load(spec)
-        system = clean_text(system, "system message", allow_empty=True)
+        system = clean_text(system, "system prompt", max_chars=MAX_SYSTEM_CHARS, allow_empty=True)
         return respond(turns + [{"role": "user", "content": message}], mode, ckpt, params,
                        cancel=cancel, system=system, streamer=self.generations.stream)
 

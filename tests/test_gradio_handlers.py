@@ -12,7 +12,7 @@ from app.display import SOURCES_CAPTION
 from app.gradio import chat, explorer, story, train
 from app.gradio.common import guard, show_markdown, show_text, stats_line
 from engine.assistant import UNGROUNDED_NOTICE
-from app.limits import clean_text, sampling_params
+from app.limits import MAX_SYSTEM_CHARS, clean_text, sampling_params
 from app.workbench import ModelLoadError
 from gradio_support import make_workbench
 
@@ -384,3 +384,39 @@ def test_train_tab_shows_the_whole_preset_label_and_what_the_sidebar_is_for():
         "<small>cpu-demo: 2 layers × 128 dims, 128 context, &lt;b&gt;</small>"
     assert train.preset_label(presets, "nope") == ""
     assert "chat and stories" in train.TRAIN_SETTINGS_NOTE
+
+
+def test_free_chat_takes_a_system_prompt_with_a_length_limit(wb, monkeypatch):
+    """The persona goes before the conversation in free chat (the prompt starts with it), is
+    not used by the Python assistant, and one over app.limits.MAX_SYSTEM_CHARS is refused with
+    the question given back."""
+    prompts = []
+    real = app.workbench.respond
+
+    def spy(conversation, mode, ckpt, params, **kwargs):
+        reply = real(conversation, mode, ckpt, params, **kwargs)
+        prompts.append((mode, kwargs.get("system"), reply.prompt))
+        return reply
+
+    monkeypatch.setattr(app.workbench, "respond", spy)
+    model = wb.models.default("python")
+    persona = "You are a friendly pirate."
+    run(chat.respond(wb, "Hello there", [], "Free chat", model, system=persona, **FAST))
+    mode, system, prompt = prompts[-1]
+    assert mode == "chat" and system == persona and prompt.startswith(persona)
+    run(chat.respond(wb, "How do I sort a list in Python?", [], "Python assistant", model,
+                     system=persona, **FAST))
+    assert prompts[-1][1] == "" and persona not in prompts[-1][2]
+    # Retry and edit keep it: it travels with the sampling values.
+    history = run(chat.retry(wb, [{"role": "user", "content": "Hi"}], "Free chat", model,
+                             system=persona, **FAST))[-1][1]
+    assert prompts[-1][2].startswith(persona) and history[0]["content"] == "Hi"
+    gen = chat.respond(wb, "Hello", [], "Free chat", model,
+                       system="x" * (MAX_SYSTEM_CHARS + 1), **FAST)
+    next(gen)
+    assert next(gen)[2]["value"] == "Hello"  # the question goes back in the box
+    with pytest.raises(ValueError, match=f"the system prompt is {MAX_SYSTEM_CHARS + 1:,} "
+                                         "characters long"):
+        next(gen)
+    assert chat.change_mode("Free chat")[1]["visible"] is True
+    assert chat.change_mode("Python assistant")[1]["visible"] is False

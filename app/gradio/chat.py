@@ -23,7 +23,7 @@ import gradio as gr
 
 from app.display import (CHAT_MODE_LABELS, SOURCES_CAPTION, refusal_reason, source_entries,
                          sources_title)
-from app.limits import clean_history, clean_text, sampling_params
+from app.limits import MAX_SYSTEM_CHARS, clean_history, clean_text, sampling_params
 from app.workbench import Workbench
 
 from .common import Controls, Throttle, guard, show_markdown, show_text, stats_line
@@ -143,8 +143,10 @@ def _idle(value: str | None = None):
     return gr.update(**update)
 
 
-def respond(wb: Workbench, message, history, mode_label, model, **sampling):
-    """Stream one answer. Yields (chatbot, raw history, textbox, stats) as the model writes."""
+def respond(wb: Workbench, message, history, mode_label, model, system=None, **sampling):
+    """Stream one answer. Yields (chatbot, raw history, textbox, stats) as the model writes.
+    system: the free-chat system prompt / persona (app.limits.MAX_SYSTEM_CHARS; not used by
+    the Python assistant, whose prompt is the documentation)."""
     before = clean_history(history, keep_notes=True)  # checked: the only copy used
     mode = MODE_LABELS.get(mode_label, mode_label)
     if mode not in CHAT_MODE_LABELS:
@@ -159,7 +161,8 @@ def respond(wb: Workbench, message, history, mode_label, model, **sampling):
     yield display(history), _copy(history), _busy(), ""  # show the question at once
     cancel = threading.Event()
     try:
-        reply = wb.chat(message, before, mode, model, params, cancel=cancel)
+        reply = wb.chat(message, before, mode, model, params, cancel=cancel,
+                        system=(system or "") if mode == "chat" else "")
     except Exception:
         yield display(before), _copy(before), _idle(message), ""  # give the question back
         raise
@@ -237,7 +240,9 @@ def example(wb: Workbench, history, mode_label, model, evt: gr.SelectData, **sam
 
 
 def change_mode(mode_label):
-    return gr.update(examples=examples_for(mode_label))
+    """The examples, and the system prompt box (free chat only), follow the mode."""
+    return (gr.update(examples=examples_for(mode_label)),
+            gr.update(visible=MODE_LABELS.get(mode_label) == "chat"))
 
 
 def chat_note(wb: Workbench, mode_label, model) -> str:
@@ -254,6 +259,10 @@ def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
                          "docs, listing its sources, and politely declines the rest; free chat "
                          "has no filter.", elem_id="chat-mode")
     note = gr.Markdown("", elem_id="chat-note")
+    system = gr.Textbox("", label="System prompt (free chat)", lines=1, max_lines=6,
+                        max_length=MAX_SYSTEM_CHARS, visible=False, elem_id="chat-system",
+                        placeholder="A persona or instructions put before the conversation, "
+                                    "e.g. You are a friendly pirate. Answer in one sentence.")
     state = gr.BrowserState([], storage_key=STORAGE_KEY, secret=STATE_SECRET)
     # Copy chat copies the raw conversation from the browser state; each message's own copy
     # button gets its raw text back through COPY_MESSAGE_HEAD. Code blocks have their own.
@@ -272,14 +281,18 @@ def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
     stats = gr.Markdown("", elem_id="chat-stats")
     outs = [chatbot, state, textbox, stats]
 
-    submit = textbox.submit(guard(partial(respond, wb)), **controls.inputs(textbox, state, mode),
+    def ask(*components) -> dict:  # the sidebar's values and the system prompt, by name
+        return {**controls.inputs(*components),
+                "inputs_kwargs": {**controls.sampling, "system": system}}
+
+    submit = textbox.submit(guard(partial(respond, wb)), **ask(textbox, state, mode),
                             outputs=outs, api_name="chat", show_progress="minimal")
-    again = chatbot.retry(guard(partial(retry, wb)), **controls.inputs(state, mode),
+    again = chatbot.retry(guard(partial(retry, wb)), **ask(state, mode),
                           outputs=outs, api_name="chat_retry", show_progress="minimal")
-    picked = chatbot.example_select(guard(partial(example, wb)), **controls.inputs(state, mode),
+    picked = chatbot.example_select(guard(partial(example, wb)), **ask(state, mode),
                                     outputs=outs, api_visibility="undocumented",
                                     show_progress="minimal")
-    edited = chatbot.edit(guard(partial(edit, wb)), **controls.inputs(state, mode),
+    edited = chatbot.edit(guard(partial(edit, wb)), **ask(state, mode),
                           outputs=outs, api_visibility="undocumented", show_progress="minimal")
     for event in (submit, again, picked, edited):
         event.then(_idle, None, textbox, api_visibility="undocumented", queue=False)
@@ -288,7 +301,8 @@ def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
     chatbot.undo(guard(undo), [state], [chatbot, state, textbox],
                  api_visibility="undocumented", queue=False)
     chatbot.clear(clear, None, outs, api_visibility="undocumented", queue=False)
-    mode.change(change_mode, mode, chatbot, api_visibility="undocumented", queue=False)
+    mode.change(change_mode, mode, [chatbot, system], api_visibility="undocumented",
+                queue=False)
     gr.on([mode.change, controls.model.change], guard(partial(chat_note, wb)),
           [mode, controls.model], note, api_visibility="undocumented", show_progress="hidden")
     copy_btn.click(None, state, None, js=COPY_JS, api_visibility="undocumented", queue=False)
