@@ -36,7 +36,7 @@ CHOICES = ("auto", "fp32", "bf16", "int8")
 # auto, by device type: int8 is about twice fp32's decode speed on the CPU (FBGEMM); on a GPU
 # bfloat16 halves the bytes with no kernel of ours; MPS keeps float32 (bfloat16 needs macOS 14).
 AUTO = {"cpu": "int8", "cuda": "bf16", "mps": "fp32"}
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
+GATE = 0.005  # the largest relative change in held-out perplexity a precision may cause
 
 
 def check(name: str) -> str:
@@ -176,6 +176,3 @@ def quality_gate(spec: str, data_spec: str, precision: str, max_sequences: int =
         ppl = perplexity(loss_sums(apply(model, precision), batches, n, 8, torch.device("cpu"), counts).loss)
     change = ppl / base - 1
     return {"fp32_ppl": base, "ppl": ppl, "change": change, "passed": abs(change) <= GATE}
-
-
-GATE = 0.005  # the largest relative change in held-out perplexity a precision may cause
