@@ -76,6 +76,9 @@ TRAINING: dict[str, Limit] = {
     "save_every": Limit(1, 1_000_000),
     "log_every": Limit(1, 100_000),
     "seed": Limit(0, 2**31 - 1),
+    "lora_rank": Limit(0, 256, label="LoRA rank (0: the whole model)",
+                       help="Above 0, fine-tune LoRA adapters of this rank on the model chosen "
+                            "in 'Start from' instead of all its weights (engine/lora.py)."),
 }
 
 EXPLORER_TOP = Limit(1, 30, 1, 10, "Candidates to show")  # next-token candidates in the explorer

@@ -41,6 +41,8 @@ def test_training_choices(wb):
     (dict(preset="cpu-demo", hf_name="ok", optimizer="sgd"), "unknown training option"),
     (dict(preset="cpu-demo", upload="/nonexistent/file.txt", upload_root="/nonexistent"),
      "upload it again"),
+    (dict(preset="cpu-demo", hf_name="ok", lora_rank=4), "lora-rank needs --init-from"),
+    (dict(preset="cpu-demo", hf_name="ok", lora_rank=-1), "lora_rank must be between 0"),
 ])
 def test_start_training_rejects_bad_input(wb, kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
@@ -140,3 +142,24 @@ def test_training_status_thins_the_curve_and_reads_only_new_events(tmp_path, mon
 def test_thin_keeps_first_and_last():
     assert thin(list(range(10)), 20) == list(range(10))
     assert thin(list(range(1001)), 5) == [0, 250, 500, 750, 1000]
+
+
+def test_a_lora_run_from_the_training_desk(wb):
+    """The UIs' LoRA option: the run fine-tunes adapters of the chosen model and its checkpoints
+    hold only them."""
+    import time
+
+    from engine.checkpoint import list_checkpoints
+
+    story = wb.models.default("story")
+    st = wb.training.start("cpu-demo", data=wb.training.corpora()[0][1], run_name="lora-ui",
+                           init_from=story, lora_rank=2, max_steps=2, batch_size=2,
+                           block_size=16, eval_every=2, save_every=2)
+    deadline = time.time() + 180
+    while (st := wb.training.status())["state"] not in ("finished", "failed"):
+        assert time.time() < deadline, st
+        time.sleep(0.5)
+    assert st["state"] == "finished", st
+    step = list_checkpoints(wb.training.runs_dir / "lora-ui")[-1][1]
+    assert (step / "adapter.json").is_file() and not (step / "model.safetensors").exists()
+    assert wb.models.load(str(wb.training.runs_dir / "lora-ui")).model.config.n_embd == 32

@@ -114,7 +114,8 @@ async def show_help(wb) -> None:
         f"**Data** (`data=`; default the first):\n{corpora}\n\n"
         "**Options**: `max_steps` (or `steps`), `lr`, `batch_size`, `block_size`, "
         "`eval_every`, `save_every`, `log_every`, `seed`, `name` (the run's folder under "
-        "runs/), `init_from` (a model from the settings list, to fine-tune it).\n\n"
+        "runs/), `init_from` (a model from the settings list, to fine-tune it), `lora_rank` "
+        "(with `init_from`: train LoRA adapters of this rank instead of the whole model).\n\n"
         f"{wb.training.device_notice()}")
     actions = []
     running = await asyncio.to_thread(wb.training.running)

@@ -28,7 +28,7 @@ SOURCES = ("Bundled corpus", "Upload a file", "Hugging Face dataset")
 NEW_MODEL = "(a new model)"
 # The hyperparameters the form shows (labels and minimums from app.limits.TRAINING).
 FIELDS = {"max_steps": "train-max-steps", "lr": "train-lr", "batch_size": "train-batch",
-          "block_size": "train-block"}
+          "block_size": "train-block", "lora_rank": "train-lora-rank"}
 # The sidebar applies to every tab but this one: say so where it could mislead.
 TRAIN_SETTINGS_NOTE = ("The sidebar's model and sampling settings are for chat and stories; a "
                        "training run uses the preset and the fields below (its sample "
@@ -185,7 +185,8 @@ def job_view():
 def number_box(name: str, value, allowed: bool) -> gr.Number:
     limit = TRAINING[name]
     return gr.Number(value, label=limit.label, precision=0 if limit.integer else None,
-                     minimum=limit.lo, elem_id=FIELDS[name], interactive=allowed)
+                     minimum=limit.lo, elem_id=FIELDS[name], interactive=allowed,
+                     info=limit.help or None)
 
 
 def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
@@ -233,7 +234,7 @@ def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
                                              "an existing one (for instruction data).",
                                         elem_id="train-init", interactive=allowed)
                 numbers = []
-                for row in (list(FIELDS)[:2], list(FIELDS)[2:]):
+                for row in (list(FIELDS)[:2], list(FIELDS)[2:4], list(FIELDS)[4:]):
                     with gr.Row():
                         numbers += [number_box(name, values[name], allowed) for name in row]
             with gr.Row():
