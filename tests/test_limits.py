@@ -72,7 +72,7 @@ def test_limits_match_the_engine():
 def test_whole_number_fields():
     integer = {n for n, limit in {**L.SAMPLING, **L.TRAINING}.items() if limit.integer}
     assert integer == {"top_k", "max_new_tokens", "seed", "max_steps", "batch_size",
-                       "block_size", "eval_every", "save_every", "log_every"}
+                       "block_size", "eval_every", "save_every", "log_every", "lora_rank"}
     assert L.check("max_steps", "20", L.TRAINING["max_steps"]) == 20
     assert L.check("lr", "3e-4", L.TRAINING["lr"]) == 3e-4
     with pytest.raises(ValueError, match="max_steps must be between 1 and 1000000, got 0"):
