@@ -171,7 +171,8 @@ def start_run(model: nn.Module, cfg) -> None:
     trainable = add_adapters(model, spec)
     if is_main_process():
         print(f"LoRA rank {spec.rank} on {', '.join(spec.targets)}: {trainable:,} trainable "
-              f"parameters of {total + trainable:,} ({100 * trainable / total:.2f}%)",
+              f"parameters of {total + trainable:,} "
+              f"({100 * trainable / (total + trainable):.2f}%)",
               flush=True)
 
 
