@@ -420,3 +420,20 @@ def test_free_chat_takes_a_system_prompt_with_a_length_limit(wb, monkeypatch):
         next(gen)
     assert chat.change_mode("Free chat")[1]["visible"] is True
     assert chat.change_mode("Python assistant")[1]["visible"] is False
+
+
+def test_export_the_conversation_as_markdown_and_json(wb):
+    model = wb.models.default("python")
+    history = run(chat.respond(wb, "Hello <there>", [], "Free chat", model, **FAST))[-1][1]
+    update = chat.export(wb, history, "Free chat", model, "Be a pirate.")
+    md, js = sorted(update["value"], key=lambda p: not p.endswith(".md"))
+    assert update["visible"] is True and md.endswith(".md") and js.endswith(".json")
+    text = open(md, encoding="utf-8").read()
+    assert "**You:**\n\nHello <there>" in text and "Be a pirate." in text
+    assert "Free chat · python (bundled)" in text
+    assert '"role": "assistant"' in open(js, encoding="utf-8").read()
+    no_persona = open(chat.export(wb, history, "Python assistant", model, "Be a pirate.")
+                      ["value"][0], encoding="utf-8").read()
+    assert "pirate" not in no_persona  # the assistant does not use a system prompt
+    with pytest.raises(ValueError, match="nothing to export yet"):
+        chat.export(wb, [], "Free chat", model, "")

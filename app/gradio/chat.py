@@ -16,13 +16,16 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import tempfile
 import threading
 from functools import partial
+from pathlib import Path
 
 import gradio as gr
 
 from app.display import (CHAT_MODE_LABELS, SOURCES_CAPTION, refusal_reason, source_entries,
                          sources_title)
+from app.export import conversation_files, file_stem
 from app.limits import MAX_SYSTEM_CHARS, clean_history, clean_text, sampling_params
 from app.workbench import Workbench
 
@@ -83,7 +86,8 @@ COPY_MESSAGE_HEAD = """<script>
   };
   clip.writeText = (text) => {
     const from = document.activeElement;
-    const inChat = from && from.closest && from.closest("#chatbot") && !from.closest("#chat-copy");
+    const inChat = from && from.closest && from.closest("#chatbot")
+      && !from.closest('button[aria-label="Copy chat"]');  // that one copies the raw chat
     return write(inChat ? raw(text) : text);
   };
 })();
@@ -229,6 +233,21 @@ def undo(history):
     return display(history), history, _idle(message)
 
 
+def export(wb: Workbench, history, mode_label, model, system):
+    """The conversation as a Markdown and a JSON file to download (app.export)."""
+    label = wb.models.label(model) if isinstance(model, str) else ""
+    in_chat = MODE_LABELS.get(mode_label) == "chat"
+    files = conversation_files(history, mode_label if mode_label in MODE_LABELS else "", label,
+                               (system or "") if in_chat else "")
+    folder = Path(tempfile.mkdtemp(prefix="chat-export-"))
+    paths = []
+    for ext, text in files.items():
+        path = folder / f"{file_stem()}.{ext}"
+        path.write_text(text, encoding="utf-8")
+        paths.append(str(path))
+    return gr.update(value=paths, visible=True)
+
+
 def clear():
     return [], [], _idle(""), ""
 
@@ -269,9 +288,11 @@ def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
     # Markdown renders (code blocks as code); HTML in messages is escaped by show_markdown and
     # the sanitizer cleans anything left; no LaTeX ("$" is common in code).
     copy_btn = gr.Button("Copy chat", size="sm", elem_id="chat-copy", render=False)
+    export_btn = gr.Button("Export", size="sm", elem_id="chat-export", render=False)
     chatbot = gr.Chatbot(elem_id="chatbot", label="Chat", show_label=False, height=460,
                          render_markdown=True, latex_delimiters=[], editable="user",
-                         sanitize_html=True, allow_tags=False, buttons=["copy", copy_btn],
+                         sanitize_html=True, allow_tags=False,
+                         buttons=["copy", copy_btn, export_btn],
                          examples=examples_for(CHAT_MODE_LABELS["python"]),
                          placeholder="Ask a Python question, or switch to free chat.",
                          feedback_options=None)
@@ -279,6 +300,8 @@ def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
                          submit_btn=True, stop_btn=False, elem_id="chat-input", lines=1,
                          max_lines=8, autofocus=True)
     stats = gr.Markdown("", elem_id="chat-stats")
+    exported = gr.File(label="The conversation (Markdown and JSON)", file_count="multiple",
+                       visible=False, interactive=False, elem_id="chat-export-files")
     outs = [chatbot, state, textbox, stats]
 
     def ask(*components) -> dict:  # the sidebar's values and the system prompt, by name
@@ -306,5 +329,7 @@ def build(demo: gr.Blocks, wb: Workbench, controls: Controls) -> None:
     gr.on([mode.change, controls.model.change], guard(partial(chat_note, wb)),
           [mode, controls.model], note, api_visibility="undocumented", show_progress="hidden")
     copy_btn.click(None, state, None, js=COPY_JS, api_visibility="undocumented", queue=False)
+    export_btn.click(guard(partial(export, wb)), [state, mode, controls.model, system], exported,
+                     api_visibility="undocumented", queue=False)
     # A page reload: show the conversation the browser kept.
     demo.load(guard(display), state, chatbot, api_visibility="undocumented", queue=False)
