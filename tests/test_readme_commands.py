@@ -199,3 +199,57 @@ def test_every_help_example_runs_as_written(tmp_path, shared, mode):
     ordered = helps.pop("train") + [c for examples in helps.values() for c in examples]
     problems = run_all(ordered, tmp_path / "checkout", mode, shared)
     assert not problems, "\n\n".join(problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# The lines the runs above leave out: `python app.py` (after setup.sh) and the benchmarks
+
+
+def test_python_app_py_serves_as_written(tmp_path):
+    """README's `.venv/bin/python app.py` (its argument parsing, device pick and exposure
+    wiring), in a scratch checkout: it says where to open it, serves the page there, refuses a
+    request for another Host name, and stops on Ctrl-C. The port comes from GRADIO_SERVER_PORT,
+    the variable the app documents, so the command stays as written."""
+    import signal
+    import subprocess
+    import urllib.error
+    import urllib.request
+
+    from gradio_support import free_port
+
+    (line,) = [c for c in readme_commands() if c.endswith("&& .venv/bin/python app.py")]
+    command = line.split("&& ", 1)[1]
+    ws = workspace(tmp_path / "checkout")
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port)}
+    env.pop("WORKBENCH_ALLOW_TRAINING", None)
+    proc = subprocess.Popen(shlex.split(command), cwd=ws, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    out = []
+    try:
+        for text in proc.stdout:  # its own line says where to go, once it is about to serve
+            out.append(text)
+            if "GPT Workbench: open" in text:
+                break
+        assert f"open http://localhost:{port} in a browser" in "".join(out), "".join(out)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                    page = r.read().decode("utf-8", "replace")
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "".join(out)
+                time.sleep(0.2)
+        assert r.status == 200 and "gradio" in page.lower()
+        evil = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": "evil.example"})
+        with pytest.raises(urllib.error.HTTPError):  # a DNS-rebinding name is refused
+            urllib.request.urlopen(evil, timeout=10)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) in (0, 130, -signal.SIGINT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stdout.close()
+    assert not (ws / "runs").exists() or not any((ws / "runs").iterdir())
