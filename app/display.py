@@ -138,6 +138,13 @@ def notice_summary(notices) -> list[str]:
     return [n + (f" ({k} times)" if k > 1 else "") for n, k in counts.items()]
 
 
+def queue_line(ahead: int) -> str:
+    """While an answer waits for a free place on a busy server (Reply.waiting())."""
+    if ahead <= 0:
+        return "The server is busy: yours is next in line…"
+    return f"The server is busy: {ahead} request{'s' if ahead != 1 else ''} ahead of yours…"
+
+
 def token_label(tokenizer, token_id: int) -> str:
     """A token as a person can read it: spaces as '␣', newlines as '↵', tabs as '⇥', bytes that
     are only part of a UTF-8 character as <0xNN>."""

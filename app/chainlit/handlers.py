@@ -25,7 +25,7 @@ from app.policy import RequestExposure, is_exposed
 from app.workbench import USER_ERRORS
 
 from . import security, training
-from .render import md_text, reply_footer, show_error, sources_element, stream_into
+from .render import md_text, reply_footer, show_error, sources_element, stream_into, wait_in_line
 from .widgets import chat_profiles, mode_of, parse_train_command, sampling_values, settings_widgets
 
 log = logging.getLogger("workbench.chainlit")
@@ -166,6 +166,7 @@ async def reply_to(text: str) -> None:
     msg = cl.Message(content="", elements=[sources] if sources else [])
     answer = ""
     try:
+        await wait_in_line(reply)  # only on a busy server
         answer = await stream_into(msg, reply)
     except asyncio.CancelledError:  # the stop button: keep what was written, then let go
         cancel.set()

@@ -15,8 +15,27 @@ import time
 
 import chainlit as cl
 
-from app.display import SOURCES_CAPTION, notice_summary, source_entries, sources_title
+from app.display import (SOURCES_CAPTION, notice_summary, queue_line, source_entries,
+                         sources_title)
 from app.markdown import LINE_MARKERS, fence_after
+
+
+async def wait_in_line(reply) -> None:
+    """On a busy server, a note saying how many requests are ahead of this answer, kept up to
+    date until the answer starts, then removed (also when the person stops it while it waits)."""
+    waiting = reply.waiting()
+    note = None
+    try:
+        while (ahead := await asyncio.to_thread(next, waiting, None)) is not None:
+            if note is None:
+                note = cl.Message(content=md_text(queue_line(ahead)))
+                await note.send()
+            else:
+                note.content = md_text(queue_line(ahead))
+                await note.update()
+    finally:
+        if note is not None:
+            await note.remove()
 
 
 async def stream_into(msg, reply, interval: float = 0.05) -> str:

@@ -13,7 +13,7 @@ from functools import partial
 
 import gradio as gr
 
-from app.display import STORY_ABOUT, STORY_OPENINGS, STORY_PLACEHOLDER
+from app.display import STORY_ABOUT, STORY_OPENINGS, STORY_PLACEHOLDER, queue_line
 from app.limits import EXPLORER_TOP, MAX_INPUT_CHARS, clean_text, sampling_params
 from app.workbench import Workbench
 
@@ -40,8 +40,10 @@ def _extend(wb: Workbench, text: str, model, **sampling):
     cancel = threading.Event()
     reply = wb.story(text[-MAX_INPUT_CHARS:], model, params, cancel=cancel)
     throttle = Throttle()
-    yield text, "Writing…"
     try:
+        for ahead in reply.waiting():  # only on a busy server
+            yield text, queue_line(ahead)
+        yield text, "Writing…"
         for delta in reply:
             text += delta
             if throttle.ready():
