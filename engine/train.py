@@ -51,7 +51,7 @@ from .checkpoint import (Checkpoint, CheckpointError, list_checkpoints, read_che
 from .chunked_loss import training_module
 from .config import GPTConfig
 from .distributed import BatchPlan, Dist, batch_plan
-from .evaluate import default_prompt, perplexity, sample_text, validation_loss
+from .evaluate import default_prompt, perplexity, sample_text, token_byte_counts, validation_loss
 from .fileio import atomic_write_json
 from .metrics import MetricsLog, truncate_metrics
 from .model import GPT
@@ -71,6 +71,7 @@ class State:
     tokens: int = 0  # tokens trained on, all processes
     best_val: float = math.inf  # the lowest validation loss (checkpoints/best)
     val_loss: float | None = None  # the latest validation loss of this session
+    val_bpb: float | None = None  # its bits per byte
     sample: str = ""  # the latest sample generation, for the model card
     elapsed_before: float = 0.0  # seconds spent by earlier sessions of this run
     started: float = 0.0  # time.time() when this session's loop began
@@ -530,15 +531,16 @@ def log_train(run: Run, state: State, loss: float, lr: float, tokens_per_s: floa
 def evaluate_step(run: Run, state: State, final: bool, bar) -> None:
     """Validation loss (all processes), a sample (rank 0), and checkpoints/best if it improved."""
     cfg = run.cfg
-    val = validation_loss(run.model, run.data.val, cfg.eval_batches * cfg.batch_size,
-                          cfg.batch_size, run.dist, run.autocast)
-    if val is not None:
-        state.val_loss = val
+    sums = validation_loss(run.model, run.data.val, cfg.eval_batches * cfg.batch_size,
+                           cfg.batch_size, run.dist, token_byte_counts(run.tokenizer), run.autocast)
+    val = sums.loss if sums is not None else None
+    if sums is not None:
+        state.val_loss, state.val_bpb = val, sums.bpb
         run.metrics.log({"type": "eval", "step": state.step, "val_loss": round(val, 5),
-                         "val_ppl": round(perplexity(val), 3)})
+                         "val_ppl": round(perplexity(val), 3), "val_bpb": round(sums.bpb, 5)})
         if run.dist.main:  # on the terminal too, not only in metrics.jsonl
             line = (f"step {state.step}/{cfg.max_steps}  val loss {val:.4f}  "
-                    f"perplexity {perplexity(val):.2f}")
+                    f"perplexity {perplexity(val):.2f}  bits/byte {sums.bpb:.4f}")
             if bar is not None:
                 bar.write(line)
             else:
@@ -574,7 +576,7 @@ def finish(run: Run, state: State, outcome: str) -> dict:
 
 def run_summary(run: Run, state: State) -> dict:
     return {"mode": run.mode, "step": state.step, "tokens": state.tokens,
-            "val_loss": state.val_loss, "command": command_line(run.cfg)}
+            "val_loss": state.val_loss, "val_bpb": state.val_bpb, "command": command_line(run.cfg)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -645,7 +647,8 @@ def model_card(run: Run, state: State) -> str:
     ]
     if summary["val_loss"] is not None:
         lines.append(f"- validation loss: {summary['val_loss']:.4f} "
-                     f"(perplexity {perplexity(summary['val_loss']):.2f})")
+                     f"(perplexity {perplexity(summary['val_loss']):.2f}, "
+                     f"{summary['val_bpb']:.4f} bits per byte)")
     lines += ["", "Reproduce:", "", "```", summary["command"], "```"]
     if state.sample:
         lines += ["", "## Sample", "", code_block(state.sample.strip())]
