@@ -226,9 +226,10 @@ def test_the_workbench_runs_chat_and_story_through_one_limit(tmp_path):
     from app.workbench import USER_ERRORS
     from gradio_support import make_workbench
 
+    from app.gradio import chat as chat_tab
     from app.gradio import story as story_tab
 
-    wb = make_workbench(tmp_path, limits=ServingLimits(max_active=1, max_queue=2))
+    wb = make_workbench(tmp_path, limits=ServingLimits(max_active=1, max_queue=3))
     story, python = wb.models.default("story"), wb.models.default()
     model = wb.models.load(story).model
     gate = threading.Event()
@@ -239,6 +240,9 @@ def test_the_workbench_runs_chat_and_story_through_one_limit(tmp_path):
     assert next(second.waiting()) == 0
     tab = story_tab.write(wb, "Once", story, max_new_tokens=2)  # the Story tab's handler
     assert next(tab) == ("Once", "The server is busy: 1 request ahead of yours…")
+    chat = chat_tab.respond(wb, "Hello", [], "Free chat", python, max_new_tokens=2)
+    next(chat)  # the question, shown at once
+    assert next(chat)[3] == "The server is busy: 2 requests ahead of yours…"
     with pytest.raises(USER_ERRORS, match="The server is busy"):
         wb.story("One more", story, sampling_params(max_new_tokens=5))
     first.stream.close()  # the reader went away: its place goes to the chat
@@ -246,5 +250,7 @@ def test_the_workbench_runs_chat_and_story_through_one_limit(tmp_path):
     assert second.text() is not None and second.stats.new_tokens <= 3
     *_, (text, stats) = tab  # then the story tab's turn
     assert text.startswith("Once") and " tokens · " in stats
+    *_, (_, history, _, stats) = chat  # and the chat tab's
+    assert history[-1]["role"] == "assistant" and " tokens · " in stats
     assert first.stats.finish_reason == "cancelled" and first.stats.new_tokens <= 2
     assert wb.generations.limit.active == 0

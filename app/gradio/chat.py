@@ -23,8 +23,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from app.display import (CHAT_MODE_LABELS, SOURCES_CAPTION, refusal_reason, source_entries,
-                         sources_title)
+from app.display import (CHAT_MODE_LABELS, SOURCES_CAPTION, queue_line, refusal_reason,
+                         source_entries, sources_title)
 from app.export import conversation_files, file_stem
 from app.limits import MAX_SYSTEM_CHARS, clean_history, clean_text, sampling_params
 from app.workbench import Workbench
@@ -189,6 +189,8 @@ def respond(wb: Workbench, message, history, mode_label, model, system=None, **s
     shown_before, new = display(before), len(before)
     throttle, save = Throttle(), Throttle(1.0)
     try:
+        for ahead in reply.waiting():  # only on a busy server
+            yield shown_before + display(history[new:]), gr.skip(), _busy(), queue_line(ahead)
         for delta in reply:
             answer["content"] += delta
             if throttle.ready():
