@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from engine import code_filter_model
-from engine.code_filter import CodeQuestionFilter, FilterDecision, default_filter
+from engine.code_filter import MAX_CHARS, CodeQuestionFilter, FilterDecision, default_filter
 
 DATA = Path(__file__).parent / "data"
 # Issue 13's target on prompts never seen is 0.98; measured 0.938 (docs/assistant.md), so this
@@ -290,10 +290,21 @@ def test_bad_and_odd_input(filt):
         filt.classify("and for a dict?", history=[42])  # type: ignore[list-item]
     d = filt.classify("   ")
     assert not d.is_coding and d.reason == "the message is empty"
-    big = "def f(x):\n    return x\n" * 5000  # a huge paste is judged on its ends, quickly
-    t0 = time.perf_counter()
-    assert filt.classify(big).is_coding
-    assert time.perf_counter() - t0 < 5
+    # A huge paste is judged on its ends (MAX_CHARS of it): ten times the paste is not ten times
+    # the work. CPU time of this thread, the least of three, as a ratio (no wall clock).
+    def cost(text: str) -> float:
+        best = float("inf")
+        for _ in range(3):
+            filt._rules.cache_clear()
+            filt._judge.cache_clear()
+            t0 = time.thread_time()
+            assert filt.classify(text).is_coding
+            best = min(best, time.thread_time() - t0)
+        return best
+
+    big = "def f(x):\n    return x\n" * 2000  # twice MAX_CHARS
+    assert len(big) > 2 * MAX_CHARS
+    assert cost(big * 10) < 3 * max(cost(big), 1e-3)
     with pytest.raises(ValueError, match="lexicon"):
         CodeQuestionFilter(lexicon_file="/nonexistent/lexicon.json")
 
