@@ -6,6 +6,7 @@ progress, reload the page, stop, pick the new model)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,9 +23,9 @@ from selenium.webdriver.common.keys import Keys
 from browser_support import FOUND, INSTALL_HINT, chrome
 from gradio_support import SLOW_PYTHON, free_port, make_checkpoints, make_data
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
 from app.display import STORY_OPENINGS
 
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -298,6 +299,37 @@ def test_two_sessions_do_not_mix(server, browser):
     answer = wait_reply(d, 1, "the answer in the first tab")
     d.switch_to.window(second)
     refusal = wait_reply(d, 1, "the refusal in the second tab")
+    assert "Sorry, I'm a Python assistant" in refusal and len(replies(d)) == 1
+    assert user_messages(d) == ["What is the weather like today?"]
+    d.close()
+    d.switch_to.window(first)
+    assert "Sorry, I'm a Python assistant" not in answer and len(replies(d)) == 1
+    assert user_messages(d) == ["How do I sort a dict by value in Python?"]
+
+
+def test_regenerate_edit_and_export_under_an_answer(server, browser):
+    """Issue 14: an answer has Regenerate (the answer is written again in its place) and
+    Export (Markdown and JSON files to download). Editing is a handler test."""
+    d = browser
+    open_app(d, server, profile="Free chat")
+    wait_for(d, lambda: d.find_elements(By.ID, "chat-settings-open-modal"), "the settings")
+    change_settings(d, max_new_tokens="min")
+    send(d, "Hello there")
+    first = wait_reply(d, 1, "the answer")
+    shots = os.environ.get("CHAINLIT_SCREENSHOTS")
+    if shots:
+        d.save_screenshot(str(Path(shots) / "chainlit-answer.png"))
+    click(d, button(d, "Regenerate"))
+    wait_for(d, lambda: len(replies(d)) == 1 and replies(d)[0] != first and not busy(d),
+             "the regenerated answer", 60)
+    click(d, button(d, "Export"))
+    wait_for(d, lambda: any("as Markdown and as JSON" in r for r in replies(d)), "the export")
+    if shots:
+        d.save_screenshot(str(Path(shots) / "chainlit-export.png"))
+    body = d.find_element(By.TAG_NAME, "body").text
+    assert re.search(r"chat-\d{8}-\d{4}\.md", body) and re.search(r"chat-\d{8}-\d{4}\.json", body)
+
+
 def test_slash_train_and_one_enter_runs_the_command(server, browser):
     """Issue 14: "/train" + Enter made only a command chip; a second Enter was needed. Now the
     first Enter sends it (public/composer.js) and the training help comes back."""
@@ -310,14 +342,6 @@ def test_slash_train_and_one_enter_runs_the_command(server, browser):
     box.send_keys(Keys.ENTER)
     wait_for(d, lambda: any("Presets" in r and "cpu-demo" in r for r in replies(d)), "the help")
     assert len(replies(d)) == 1
-
-
-    assert "Sorry, I'm a Python assistant" in refusal and len(replies(d)) == 1
-    assert user_messages(d) == ["What is the weather like today?"]
-    d.close()
-    d.switch_to.window(first)
-    assert "Sorry, I'm a Python assistant" not in answer and len(replies(d)) == 1
-    assert user_messages(d) == ["How do I sort a dict by value in Python?"]
 
 
 def test_training_from_the_chat_survives_reload_and_stops(server, browser):

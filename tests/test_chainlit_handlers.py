@@ -319,3 +319,63 @@ def test_free_chat_on_the_python_docs_model_says_what_it_will_sound_like(tmp_pat
     story_about, python_about = page.texts()
     assert "help page" not in story_about and "programming help page" in python_about
     call(session, session.delete)
+
+
+def send_message(page, text: str) -> str:
+    """A person's message, as Chainlit hands it to on_message; returns its id."""
+    async def send():
+        message = cl.Message(content=text, type="user_message")
+        await appmod.on_message(message)
+        return message.id
+    return call(page.session, send)
+
+
+def press(page, name: str, for_id: str | None) -> None:
+    """A button under a message (cl.Action), as Chainlit calls its callback."""
+    from chainlit.config import config
+
+    async def click():
+        await config.code.action_callbacks[name](cl.Action(name=name, payload={}, forId=for_id))
+    call(page.session, click)
+
+
+def test_regenerate_writes_the_latest_answer_again(page):
+    asked = send_message(page, "How do I reverse a list in Python?")
+    answer_id = state(page, "last_turn")["answer"].id
+    assert [a["name"] for a in page.sent("action")][:2] == ["regenerate", "export_chat"]
+    press(page, "regenerate", answer_id)
+    assert any(d["id"] == answer_id for d in page.sent("delete_message"))
+    history = state(page, "history")
+    assert [(t["role"], t.get("id")) for t in history] == [("user", asked), ("assistant", None)]
+    assert state(page, "last_turn")["answer"].id != answer_id  # a new answer
+    press(page, "regenerate", answer_id)  # the old answer's button: a message, nothing else
+    assert page.errors()[-1].startswith("Only the latest answer can be regenerated")
+    assert len(state(page, "history")) == 2
+
+
+def test_an_edited_message_cuts_the_conversation_there(page):
+    first = send_message(page, "How do I reverse a list in Python?")
+    send_message(page, "And how do I sort it?")
+    assert len(state(page, "history")) == 4
+
+    async def resend():  # what Chainlit's edit_message event does after removing what followed
+        await appmod.on_message(cl.Message(content="How do I copy a list in Python?",
+                                           type="user_message", id=first))
+    call(page.session, resend)
+    history = state(page, "history")
+    assert [t["content"] for t in history if t["role"] == "user"] == \
+        ["How do I copy a list in Python?"]
+    assert len(history) == 2 and history[0]["id"] == first
+
+
+def test_export_sends_the_conversation_as_markdown_and_json(page):
+    send_message(page, "How do I reverse a list in Python?")
+    press(page, "export_chat", None)
+    files = {e["name"].rsplit(".", 1)[1]: e for e in page.sent("element") if e["type"] == "file"}
+    assert set(files) == {"md", "json"} and files["md"]["mime"] == "text/markdown"
+    assert page.texts()[-1] == "The conversation, as Markdown and as JSON:"
+
+
+def test_export_of_an_empty_chat_says_so(page):
+    press(page, "export_chat", None)
+    assert page.errors() == ["nothing to export yet: the conversation is empty"]

@@ -24,7 +24,7 @@ from app.limits import SAMPLING_DEFAULTS, sampling_params
 from app.policy import RequestExposure, is_exposed
 from app.workbench import USER_ERRORS
 
-from . import security, training
+from . import conversation, security, training
 from .render import md_text, reply_footer, show_error, sources_element, stream_into, wait_in_line
 from .widgets import chat_profiles, mode_of, parse_train_command, sampling_values, settings_widgets
 
@@ -127,7 +127,8 @@ async def on_message(message: cl.Message) -> None:
                 text = "/train " + text
             await training.handle_command(wb, parse_train_command(text))
         else:
-            await reply_to(text)
+            conversation.forget_from(message.id)  # an edited message: cut the chat there
+            await reply_to(text, message.id)
     except USER_ERRORS as e:
         await show_error(str(e))
     except Exception as e:  # a bug, not bad input: log the traceback, show one line
@@ -136,7 +137,7 @@ async def on_message(message: cl.Message) -> None:
                          "the server log.")
 
 
-async def reply_to(text: str) -> None:
+async def reply_to(text: str, message_id: str | None = None) -> None:
     """One turn in the profile's mode: a refusal with its reason, or the streamed answer.
     Bad input (an empty or over-long message, a bad seed, a model that cannot be loaded) raises
     one of USER_ERRORS, which on_message shows as a message."""
@@ -156,14 +157,16 @@ async def reply_to(text: str) -> None:
         why = md_text(refusal_reason(reply.reason))
         await cl.Message(content=f"{reply.refusal}\n\n> **Why:** {why}").send()
         if mode != "story":
-            history += [{"role": "user", "content": text},
+            history += [{"role": "user", "content": text, "id": message_id},
                         {"role": "assistant", "content": reply.refusal}]
+            cl.user_session.set("history", history)
         return
 
     # The sources go with the message (sent with it at the end, or when a stop ends it early);
     # the history keeps only what the model wrote.
     sources = sources_element(reply.sources)
-    msg = cl.Message(content="", elements=[sources] if sources else [])
+    msg = cl.Message(content="", elements=[sources] if sources else [],
+                     actions=conversation.answer_actions(mode))
     answer = ""
     try:
         await wait_in_line(reply)  # only on a busy server
@@ -176,8 +179,10 @@ async def reply_to(text: str) -> None:
         raise
     finally:
         if mode != "story" and answer:
-            history += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
+            history += [{"role": "user", "content": text, "id": message_id},
+                        {"role": "assistant", "content": answer}]
             cl.user_session.set("history", history)
+        conversation.remember(text, message_id, msg)
     footer = reply_footer(reply, mode)
     if footer:
         await msg.stream_token(footer)
@@ -215,6 +220,25 @@ async def _train_stop(action: cl.Action) -> None:
 @cl.action_callback("train_help")
 async def _train_help(action: cl.Action) -> None:
     await training.show_help(wb)
+
+
+@cl.action_callback(conversation.REGENERATE)
+async def _regenerate(action: cl.Action) -> None:
+    try:
+        problem = await conversation.regenerate(action, reply_to)
+    except USER_ERRORS as e:
+        problem = str(e)
+    if problem:
+        await show_error(problem)
+
+
+@cl.action_callback(conversation.EXPORT)
+async def _export(action: cl.Action) -> None:
+    try:
+        await conversation.export(wb, mode_of(cl.user_session.get("chat_profile")),
+                                  current_settings())
+    except USER_ERRORS as e:
+        await show_error(str(e))
 
 
 @cl.action_callback("use_model")
