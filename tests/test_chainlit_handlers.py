@@ -16,7 +16,7 @@ import app.workbench
 import chainlit_app
 from app.chainlit import handlers as appmod
 from app.display import SOURCES_CAPTION
-from app.limits import clean_text
+from app.limits import MAX_SYSTEM_CHARS, clean_text
 from engine.assistant import UNGROUNDED_NOTICE
 from gradio_support import make_workbench
 
@@ -116,7 +116,8 @@ def test_the_entry_point_registers_every_handler():
 def test_start_sends_the_settings_panel_and_the_train_command(page, wb):
     [panel] = page.sent("chat_settings")
     assert [w["id"] for w in panel] == ["model", "temperature", "top_k", "top_p",
-                                         "repetition_penalty", "max_new_tokens", "seed"]
+                                         "repetition_penalty", "max_new_tokens", "seed",
+                                         "system"]
     assert panel[0]["initial"] == wb.models.default("python")
     assert [c["id"] for c in page.sent("set_commands")[0]] == ["train"]
     assert page.texts() == []  # nothing hides the profile's starters
@@ -379,3 +380,34 @@ def test_export_sends_the_conversation_as_markdown_and_json(page):
 def test_export_of_an_empty_chat_says_so(page):
     press(page, "export_chat", None)
     assert page.errors() == ["nothing to export yet: the conversation is empty"]
+
+
+def test_free_chat_uses_the_system_prompt_from_the_settings(wb, monkeypatch):
+    """The settings' system prompt goes before the conversation in free chat only; one over
+    app.limits.MAX_SYSTEM_CHARS is named when the settings change."""
+    import app.workbench
+
+    seen = []
+    real = app.workbench.respond
+
+    def spy(conversation, mode, ckpt, params, **kwargs):
+        reply = real(conversation, mode, ckpt, params, **kwargs)
+        seen.append((mode, reply.prompt))
+        return reply
+
+    monkeypatch.setattr(app.workbench, "respond", spy)
+    monkeypatch.setattr(appmod, "wb", wb)
+    for profile, expect in (("Free chat", True), ("Python assistant", False)):
+        page, session = new_session(profile)
+        call(session, appmod.start)
+        session.chat_settings.update({"system": "You are a friendly pirate."})
+
+        async def ask():
+            await appmod.on_message(cl.Message(content="How do I sort a list in Python?",
+                                               type="user_message"))
+        call(session, ask)
+        assert seen[-1][1].startswith("You are a friendly pirate.") is expect, profile
+        settings = {**session.chat_settings, "system": "x" * (MAX_SYSTEM_CHARS + 1)}
+        call(session, appmod.settings_changed, settings)
+        assert page.errors()[-1].startswith("Settings not valid: the system prompt is")
+        call(session, session.delete)

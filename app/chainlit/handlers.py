@@ -20,7 +20,7 @@ from chainlit.config import config as chainlit_config
 
 from app import workbench
 from app.display import refusal_reason
-from app.limits import SAMPLING_DEFAULTS, sampling_params
+from app.limits import MAX_SYSTEM_CHARS, SAMPLING_DEFAULTS, clean_text, sampling_params
 from app.policy import RequestExposure, is_exposed
 from app.workbench import USER_ERRORS
 
@@ -92,6 +92,8 @@ async def end() -> None:
 async def settings_changed(settings: dict) -> None:
     try:
         sampling_params(**sampling_values(settings))
+        clean_text(settings.get("system") or "", "system prompt", max_chars=MAX_SYSTEM_CHARS,
+                   allow_empty=True)
         spec = wb.models.resolve(settings.get("model"))
     except USER_ERRORS as e:
         await show_error(f"Settings not valid: {e}")
@@ -151,7 +153,9 @@ async def reply_to(text: str, message_id: str | None = None) -> None:
     if mode == "story":
         reply = await asyncio.to_thread(wb.story, text, spec, params, cancel)
     else:
-        reply = await asyncio.to_thread(wb.chat, text, history, mode, spec, params, cancel)
+        system = (settings.get("system") or "") if mode == "chat" else ""
+        reply = await asyncio.to_thread(wb.chat, text, history, mode, spec, params, cancel,
+                                        system)
 
     if reply.refused:
         why = md_text(refusal_reason(reply.reason))

@@ -12,7 +12,7 @@ import chainlit as cl
 from chainlit.input_widget import Select, Slider, TextInput
 
 from app.display import ABOUT_MODELS, MODE_LABELS, STORY_ABOUT, STORY_OPENINGS
-from app.limits import SAMPLING, SAMPLING_DEFAULTS, SAMPLING_FIELDS
+from app.limits import MAX_SYSTEM_CHARS, SAMPLING, SAMPLING_DEFAULTS, SAMPLING_FIELDS
 
 # Engine mode -> (one-line description, starters as (label, message, icon)). The profile names
 # are the modes' labels (app.display.MODE_LABELS), the same as the Gradio app's.
@@ -96,6 +96,12 @@ def settings_widgets(choices: list[tuple[str, str]], values: dict) -> list:
     widgets.append(TextInput(id="seed", label=SAMPLING["seed"].label,
                              initial="" if seed is None else str(seed),
                              placeholder="random", description=SAMPLING["seed"].help))
+    widgets.append(TextInput(id="system", label="System prompt (free chat)", multiline=True,
+                             initial=str(v.get("system") or ""),
+                             placeholder="e.g. You are a friendly pirate. Answer in one sentence.",
+                             description="A persona or instructions put before the "
+                                         "conversation in free chat (up to "
+                                         f"{MAX_SYSTEM_CHARS:,} characters)."))
     return widgets
 
 
