@@ -47,7 +47,7 @@ def allowed_hosts(bind: str | None = None, share: bool = False, extra: str | Non
     bind = (bind or "").strip().strip("[]").lower()
     if bind not in WILDCARD_BINDS:
         names.append(bind)
-    if env.get("SPACE_HOST"):
+    if env.get("SPACE_HOST"):  # the Space's page, for the Origin check
         names.append(env["SPACE_HOST"].strip().lower())
     if share:
         names.append(SHARE_DOMAIN)
@@ -110,10 +110,14 @@ class HostGuard:
     through."""
 
     def __init__(self, app, hosts: Iterable[str],
-                 body_limit: Callable[[str], int] | None = None) -> None:
+                 body_limit: Callable[[str], int] | None = None,
+                 check_host: bool | None = None) -> None:
         self.app = app
         self.hosts = tuple(hosts)
         self.body_limit = body_limit
+        # On a Space the Host is not checked: the Space is public anyway (rebinding guards
+        # servers on loopback), and the platform's own requests may name it otherwise.
+        self.check_host = not os.environ.get("SPACE_ID") if check_host is None else check_host
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -122,7 +126,7 @@ class HostGuard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers") or []}
         host = headers.get("host")
-        if not host_allowed(host, self.hosts):
+        if self.check_host and not host_allowed(host, self.hosts):
             await self._refuse(scope, send, 400, refusal(host, self.hosts))
             return
         changes = scope["type"] == "websocket" or scope.get("method", "GET") not in SAFE_METHODS

@@ -199,6 +199,29 @@ def test_allowed_hosts_default_to_loopback_and_grow_by_setting():
     assert not host_allowed("corp.example.evil.com", hosts)
 
 
+def test_on_a_space_the_host_is_not_checked_but_the_origin_is(monkeypatch):
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from app.hosts import HostGuard
+
+    monkeypatch.setenv("SPACE_ID", "me/wb")
+    hosts = allowed_hosts("0.0.0.0", environ={"SPACE_HOST": "me-wb.hf.space"})
+    app = Starlette(routes=[Route("/", lambda r: PlainTextResponse("ok"), methods=["GET", "POST"])])
+    client = TestClient(HostGuard(app, hosts), base_url="http://10.0.3.7:7860")
+    assert client.get("/").status_code == 200  # the platform's own requests
+    assert client.post("/", headers={"Origin": "https://me-wb.hf.space"}).status_code == 200
+    assert client.post("/", headers={"Origin": EVIL_ORIGIN}).status_code == 403
+    monkeypatch.delenv("SPACE_ID")
+    assert TestClient(HostGuard(app, hosts), base_url="http://10.0.3.7:7860").get("/"
+                                                                              ).status_code == 400
+
+
+EVIL_ORIGIN = "https://evil.example"
+
+
 def test_origins():
     hosts = allowed_hosts(None, environ={})
     assert origin_allowed(None, hosts)  # scripts send none; browsers always do cross-site
