@@ -59,6 +59,11 @@ def free_chat_note(label: str, better: str | None) -> str:
     return text
 
 
+# The training loss curve's lines, the same colours in both apps (Gradio's LinePlot, Chainlit's
+# Plotly chart): one per split of engine.metrics' curve points.
+CURVE_COLORS = {"train": "#6366f1", "validation": "#f97316"}
+
+
 # Why the Python assistant declined (engine.code_filter's reason, plain words already): made a
 # sentence about the person's message, the same in both apps.
 _REASON_VERBS = ("reads", "asks", "uses", "follows", "mentions", "contains", "is", "has")

@@ -411,3 +411,35 @@ def test_free_chat_uses_the_system_prompt_from_the_settings(wb, monkeypatch):
         call(session, appmod.settings_changed, settings)
         assert page.errors()[-1].startswith("Settings not valid: the system prompt is")
         call(session, session.delete)
+
+
+def test_training_progress_has_a_live_loss_curve(page):
+    """Issue 14: the progress message carries a Plotly chart of the loss (train and validation,
+    the Gradio app's colours), re-sent under the same id as points arrive, and only then."""
+    import json
+
+    from app.chainlit.curve import loss_figure
+    from app.chainlit.tracker import Tracker
+    from app.display import CURVE_COLORS
+
+    status = {"state": "running", "run": "r", "step": 20, "max_steps": 100, "loss": 2.5,
+              "curve": [{"step": 10, "loss": 3.0, "split": "train"},
+                        {"step": 20, "loss": 2.5, "split": "train"}]}
+
+    async def follow():
+        tracker = Tracker(None, "runs/r")
+        tracker.message = cl.Message(content="", author="Training")
+        await tracker.message.send()
+        await tracker._show(status)
+        await tracker._show(status)  # nothing new: no new chart
+        status["curve"] = status["curve"] + [{"step": 20, "loss": 2.7, "split": "validation"}]
+        await tracker._show(status)
+        return tracker
+    tracker = call(page.session, follow)
+    charts = [e for e in page.sent("element") if e["type"] == "plotly"]
+    assert len(charts) == 2 and {c["id"] for c in charts} == {tracker.plot_id}
+    assert all(c["forId"] == tracker.message.id and c["display"] == "inline" for c in charts)
+    figure = loss_figure(status["curve"])
+    assert [(t.name, t.line.color) for t in figure.data] == list(CURVE_COLORS.items())
+    assert list(figure.data[1].y) == [2.7] and loss_figure([]) is None
+    assert json.loads(figure.to_json())["layout"]["title"]["text"] == "Loss"

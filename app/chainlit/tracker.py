@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from pathlib import Path
 
 import chainlit as cl
@@ -17,6 +18,7 @@ from app.display import progress_parts
 from app.markdown import plain
 from app.training import ACTIVE
 
+from .curve import loss_figure
 from .render import show_error
 from .widgets import settings_widgets
 
@@ -38,6 +40,8 @@ class Tracker:
         self.save = cl.Task(title="Save the model", status=cl.TaskStatus.READY)
         self.message: cl.Message | None = None
         self.shown = ""
+        self.plot_id = str(uuid.uuid4())  # the loss chart: one element, re-sent as it grows
+        self.plotted = 0  # curve points in the chart the page has
 
     def done(self) -> bool:
         return self.task is not None and self.task.done()
@@ -105,6 +109,19 @@ class Tracker:
             await self.send_tasks()
             self.message.content = text
             await self.message.update()
+        await self._plot(s.get("curve") or [])
+
+    async def _plot(self, curve: list) -> None:
+        """The live loss curve under the progress message, re-sent (same element id, so the
+        page replaces it) when the curve has new points."""
+        if len(curve) == self.plotted or self.message is None:
+            return
+        self.plotted = len(curve)
+        figure = loss_figure(curve)
+        if figure is not None:
+            chart = cl.Plotly(name="loss", figure=figure, display="inline", size="large",
+                              id=self.plot_id)
+            await chart.send(for_id=self.message.id)
 
     async def _finish(self, s: dict) -> None:
         state = s["state"]

@@ -15,7 +15,7 @@ import gradio as gr
 from gradio import utils as gradio_utils
 import pandas as pd
 
-from app.display import progress_parts
+from app.display import CURVE_COLORS, progress_parts
 from app.markdown import plain
 from app.limits import TRAINING
 from app.training import ACTIVE
@@ -34,7 +34,6 @@ TRAIN_SETTINGS_NOTE = ("The sidebar's model and sampling settings are for chat a
                        "training run uses the preset and the fields below (its sample "
                        "generations use fixed settings of their own).")
 STATE_WORDS = {"stopping": "stopping (saving a checkpoint)"}  # other states read as they are
-CURVE_COLORS = {"train": "#6366f1", "validation": "#f97316"}  # the loss curve's splits
 
 
 def status_markdown(st: dict) -> str:
