@@ -285,15 +285,17 @@ def test_streaming_does_not_reclean_the_history_per_token(monkeypatch):
         calls["n"] += 1
         return real(text, *a, **k)
 
-    class Reply:
-        refused, sources, stats = False, [], None
+    from engine.assistant import Reply
+
+    class Stream:  # what the engine streams: 300 tokens, no stats
+        stats = None
 
         def __iter__(self):
             yield from ["tok "] * 300
 
     class WB:
         def chat(self, *a, **k):
-            return Reply()
+            return Reply(mode="chat", stream=Stream())
 
     monkeypatch.setattr(limits, "clean_text", counting)
     monkeypatch.setattr(chat, "clean_text", counting)
