@@ -92,7 +92,7 @@ def servers(tmp_path_factory):
         gradio = subprocess.Popen(
             [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(gport),
              "--checkpoints", str(checkpoints), "--runs", str(runs), "--device", "cpu",
-             "--allowed-hosts", "workbench.lan"],
+             "--allowed-hosts", "workbench.lan", "--api"],
             cwd=ROOT, env=env, stdout=gout, stderr=subprocess.STDOUT, start_new_session=True)
         chainlit = subprocess.Popen(
             [sys.executable, "-m", "chainlit", "run", str(ROOT / "chainlit_app.py"), "--headless",
@@ -212,6 +212,17 @@ def _chat_args(client, **args) -> dict:
     names = [p["parameter_name"] for p in api["parameters"]]
     args.setdefault("model", client.predict(api_name="/models")[0][1])
     return {**{n: "" for n in names if n == "system"}, **args}
+
+
+def test_the_api_on_the_gradio_port_judges_each_request(servers):
+    """/v1 (the OpenAI-compatible API, python app.py --api) is not a Gradio event: it reads the
+    request HostGuard recorded."""
+    key = {"Authorization": f"Bearer {PASSWORD}"}
+    url = servers["gradio"] + "/v1/models"
+    assert httpx.get(url).status_code == 401  # the password is the API key
+    mine = json.dumps(httpx.get(url, headers=key).json())
+    theirs = json.dumps(httpx.get(url, headers={**key, **PROXIED}).json())
+    assert "gpt2-xl" in mine and "gpt2-xl" not in theirs and "gpt2-medium" in theirs
 
 
 def test_gradio_refuses_oversized_history(client):
