@@ -355,11 +355,18 @@ def test_training_from_the_chat_survives_reload_and_stops(server, browser):
     body = lambda: d.find_element(By.TAG_NAME, "body").text  # noqa: E731
     wait_for(d, lambda: "Step " in body() and "loss" in body(), "training progress", 120)
     assert "Tasks" in body() and "e2e-run" in body()
+    # The live loss curve under the progress message (a Plotly chart, issue 14).
+    wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer path"),
+             "the loss chart's line", 60)
+    if os.environ.get("CHAINLIT_SCREENSHOTS"):
+        d.save_screenshot(str(Path(os.environ["CHAINLIT_SCREENSHOTS"]) / "chainlit-curve.png"))
 
     d.refresh()  # a new page: it re-attaches to the same job
     wait_for(d, lambda: any("Training run e2e-run" in r and "running" in r for r in replies(d)),
              "the re-attached tracker", 60)
     wait_for(d, lambda: "Step " in body() and "loss" in body(), "progress after reload", 60)
+    wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer path"),
+             "the loss chart after reload", 60)
     click(d, button(d, "Stop training"))
     wait_for(d, lambda: any("e2e-run stopped at step" in r for r in replies(d)),
              "the stopped run", 90)

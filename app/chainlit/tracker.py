@@ -42,6 +42,7 @@ class Tracker:
         self.shown = ""
         self.plot_id = str(uuid.uuid4())  # the loss chart: one element, re-sent as it grows
         self.plotted = 0  # curve points in the chart the page has
+        self.polls = 0
 
     def done(self) -> bool:
         return self.task is not None and self.task.done()
@@ -114,8 +115,10 @@ class Tracker:
     async def _plot(self, curve: list) -> None:
         """The live loss curve under the progress message, re-sent (same element id, so the
         page replaces it) when the curve has new points."""
-        if len(curve) == self.plotted or self.message is None:
-            return
+        self.polls += 1
+        if len(curve) == self.plotted or self.message is None or self.polls < 2:
+            return  # not on the first poll: a page being reloaded shows no chat if an element
+            # comes with the session's first messages (seen with Chainlit 2.12)
         self.plotted = len(curve)
         figure = loss_figure(curve)
         if figure is not None:
