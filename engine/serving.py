@@ -447,9 +447,8 @@ class ModelScheduler:
             req.stats.notices.append(f"Reached the {block}-token context window; continuing "
                                      f"from the last {keep} tokens.")
             req.logits = self._prefill(model, i, req.ctx)
-        if len(batch) < len(self.rows):  # rare: move refilled rows out of the batch's way
-            order = batch + [i for i in range(len(self.rows)) if i not in batch]
-            self._reorder(order)
+        if batch != list(range(len(batch))):  # rare: move refilled rows out of the batch's way
+            self._reorder(batch + [i for i in range(len(self.rows)) if i not in batch])
         n = len(batch)
         if n == 0:
             return

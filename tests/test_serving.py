@@ -254,3 +254,23 @@ def test_the_workbench_runs_chat_and_story_through_one_limit(tmp_path):
     assert history[-1]["role"] == "assistant" and " tokens · " in stats
     assert first.stats.finish_reason == "cancelled" and first.stats.new_tokens <= 2
     assert wb.generations.limit.active == 0
+
+
+def test_window_refill_in_a_batch_matches_stream(bpe_tokenizer):
+    # block_size 64: 100 new tokens re-encode the last half of the window, as stream() does,
+    # while the other row keeps decoding in the same batch.
+    model = make_model(bpe_tokenizer.vocab_size, seed=3)
+    service = GenerationService()
+    jobs = [("Once upon a time", 100), ("The dog ran to the park and played with", 90)]
+    expected = []
+    for prompt, n in jobs:
+        s = stream(model, bpe_tokenizer, prompt, SamplingParams(**GREEDY, max_new_tokens=n))
+        s.text()
+        expected.append((s.token_ids, s.stats.notices))
+    got = [service.stream(model, bpe_tokenizer, p, SamplingParams(**GREEDY, max_new_tokens=n))
+           for p, n in jobs]
+    for s in got:
+        s.text()
+    assert [(s.token_ids, s.stats.notices) for s in got] == expected
+    assert all(any("Reached the 64-token context window" in n for n in s.stats.notices)
+               for s in got)
