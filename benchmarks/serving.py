@@ -96,7 +96,8 @@ def serve(name: str, folder: Path, concurrent: int, precision: str):
 
 
 def measure(name: str, folder: Path, args) -> dict:
-    wb, spec, ckpt = serve(name, folder, args.concurrent, args.precision)
+    # benchmarks.decode passes its own arguments, which have no --precision: the apps' default.
+    wb, spec, ckpt = serve(name, folder, args.concurrent, getattr(args, "precision", "auto"))
     through_wb = lambda params: wb.story(PROMPT, spec, params)  # noqa: E731
     unbatched = lambda params: stream(ckpt.model, ckpt.tokenizer, PROMPT, params)  # noqa: E731
     concurrent_tok_s(through_wb, 2, 8)  # warm-up: kernels, allocator, the scheduler's cache
