@@ -138,7 +138,8 @@ def stats_line(stats, extra: str = "") -> str:
     if stats is None:
         return extra
     reasons = {"eos": "the model ended the text", "stop": "a stop sequence",
-               "length": "max new tokens reached", "cancelled": "stopped by you"}
+               "length": "max new tokens reached", "cancelled": "stopped by you",
+               "time": "the server's time limit per answer"}
     parts = [f"{stats.new_tokens} tokens", f"{stats.tokens_per_s:.1f} tokens/s"]
     if stats.finish_reason:
         parts.append(f"ended: {reasons.get(stats.finish_reason, stats.finish_reason)}")
