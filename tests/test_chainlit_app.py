@@ -104,7 +104,7 @@ def test_settings_panel_uses_the_shared_limits_and_keeps_values(wb):
     choices = wb.models.choices()
     widgets = {w.id: w for w in settings_widgets(choices, {})}
     assert list(widgets) == ["model", "temperature", "top_k", "top_p", "repetition_penalty",
-                             "max_new_tokens", "seed"]
+                             "max_new_tokens", "seed", "system"]
     assert widgets["model"].initial == choices[0][1]
     for name in ("temperature", "top_k", "top_p", "repetition_penalty", "max_new_tokens"):
         limit = SAMPLING[name]
