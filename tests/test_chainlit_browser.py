@@ -279,6 +279,8 @@ def test_story_profile_has_its_own_starters(server, browser):
     d = browser
     open_app(d, server, profile="Story")
     starter = button(d, STORY_OPENINGS[0][0])
+    if os.environ.get("CHAINLIT_SCREENSHOTS"):
+        d.save_screenshot(str(Path(os.environ["CHAINLIT_SCREENSHOTS"]) / "chainlit-story.png"))
     assert not [b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Reverse a list"]
     click(d, starter)
     story = wait_reply(d, 1, "the story")
