@@ -315,7 +315,8 @@ def train_head(rows: Sequence[dict], l2: float = 1e-4, band: float = 3.0,
             "data_sha256": digest}
 
 
-DEFAULT_TRAINING = ("tests/data/code_questions.jsonl", "tests/data/code_questions_fresh.jsonl")
+DEFAULT_TRAINING = ("tests/data/code_questions.jsonl", "tests/data/code_questions_fresh.jsonl",
+                    "tests/data/code_questions_terse.jsonl")
 
 
 def training_rows(paths: Sequence[Path]) -> list[dict]:
