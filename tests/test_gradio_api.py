@@ -73,8 +73,18 @@ def test_chat_refusal_via_api(server, client):
     assert state[2]["metadata"]["title"] == "Why I declined"
 
 
+def test_an_empty_message_gets_a_hint_and_keeps_the_chat(server, client):
+    # Enter on an empty box is not an error (issue 14): the chat stays, the stats line says why.
+    wb, _ = server
+    history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    shown, state, _, stats = client.predict(**{**chat_args(wb, "   "), "history": history},
+                                            api_name="/chat")
+    # The chat and its state are left as they are: updates that carry no new value.
+    assert "value" not in shown and "value" not in state, (shown, state)
+    assert "Type a message first" in stats
+
+
 @pytest.mark.parametrize("change, message", [
-    (dict(message=""), "empty"),
     (dict(message="x" * 100_000), "100,000 characters long; the limit is 8,000"),
     # Gradio checks slider ranges itself before the handler runs.
     (dict(top_p=1.5), "Value 1.5 is greater than maximum value 1.0"),
