@@ -172,7 +172,7 @@ def main() -> None:
         lines += stage_lines("instruction tuning", final, c.block_size)
     else:
         lines += stage_lines("pretraining", final, c.block_size)
-    lines += [f"- {note}" for note in args.note]
+    lines += [f"  - {note}" for note in args.note]  # under the last stage, which it is about
     if args.eval:
         e = json.loads(args.eval.read_text())
         lines += ["", "## Evaluation", "",

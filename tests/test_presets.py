@@ -106,11 +106,11 @@ def test_train_help_lists_the_presets_and_a_presets_values(capsys):
         main(["train", "--help"])
     out = capsys.readouterr().out
     assert "presets: --preset NAME is the same as these flags" in out
-    assert "story-cpu:  --n-embd 192  --block-size 256  --tokenizer bpe  --vocab-size 2048" in out
+    assert "story-cpu:  --n-embd 128  --block-size 256  --tokenizer bpe  --vocab-size 16384" in out
     assert "(default: 256)" in out  # n-embd's default, without a preset
     with pytest.raises(SystemExit):
         main(["train", "--preset", "story-cpu", "--help"])
     out = capsys.readouterr().out
-    assert "model width (preset story-cpu: 192)" in out
-    assert "optimizer steps (preset story-cpu: 1200)" in out
+    assert "model width (preset story-cpu: 128)" in out
+    assert "optimizer steps (preset story-cpu: 900)" in out
     assert "AdamW beta1 (default: 0.9)" in out  # a value the preset leaves alone
