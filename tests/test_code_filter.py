@@ -131,6 +131,31 @@ def test_fresh_set_is_split_by_its_rule_and_never_trained_on():
     assert len({(tuple(r.get("history", [])), r["text"]) for r in rows}) == len(rows), "duplicate prompts"
 
 
+# The blind set (session 3): 360 prompts written by someone who had not seen the other sets or
+# the filter's results; measured once, after the head was retrained (89.6% of the 357 rows not
+# in the training data; the head before scored 83.8%). A floor against regressions, below issue 13's 98% target.
+BLIND_MIN = 0.89
+
+
+def blind() -> list[dict]:
+    """The blind rows the head never trained on: three of the 360 (two Python error lines and a
+    French "sort a dict by value" question) happen to be in the development set word for word,
+    and are left out of the measure."""
+    trained = {r["text"].lower().strip() for r in code_filter_model.training_rows(
+        [ROOT / p for p in code_filter_model.DEFAULT_TRAINING])}
+    rows = load("code_questions_blind.jsonl")
+    assert len(rows) >= 360 and {r["split"] for r in rows} == {"test"}
+    unseen = [r for r in rows if r["text"].lower().strip() not in trained]
+    assert len(rows) - len(unseen) <= 3, "blind prompts were added to the training data"
+    return unseen
+
+
+def test_accuracy_on_the_blind_set(filt):
+    acc, report, _ = evaluate(filt, blind())
+    print("\nblind set (never trained on):\n" + report)
+    assert acc >= BLIND_MIN, report
+
+
 def test_the_head_is_trained_on_the_current_data():
     head = json.loads(code_filter_model.HEAD_FILE.read_text(encoding="utf-8"))
     rows = code_filter_model.training_rows([ROOT / p for p in code_filter_model.DEFAULT_TRAINING])
