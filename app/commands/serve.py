@@ -21,7 +21,7 @@ import logging
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from app.workbench import PRECISIONS
+    from engine.commands._flags import add_device_arguments
 
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 makes it "
@@ -33,15 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoints", default=None,
                         help="folder of bundled models (default checkpoints/)")
     parser.add_argument("--runs", default=None, help="folder of training runs (default runs/)")
-    parser.add_argument("--device", default="auto", help="where models run: auto, cpu, cuda, mps")
     parser.add_argument("--allowed-hosts", default=None, metavar="NAMES",
                         help="names clients reach this server by, besides localhost, 127.0.0.1 "
                              "and ::1 (comma-separated; added to $WORKBENCH_ALLOWED_HOSTS); "
                              "other Host headers are refused")
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
-                        help="number format of the served models: fp32 (exact), bf16, int8 (CPU "
-                             "only), or auto: the fastest that holds quality on the device "
-                             "(default auto; see docs/engine.md)")
+    add_device_arguments(parser)  # --device, --precision: the same flags as generate and chat
 
 
 def build(args: argparse.Namespace):
