@@ -59,6 +59,16 @@ CORPUS = [
 ] * 20
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Each test starts with the process's own thread count: a test that calls a benchmark's
+    main(--threads 1) in-process would otherwise leave every later test on one thread, and the
+    resume test's in-process reference run would then round differently from its subprocesses."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def gpt2_tokenizer() -> GPT2Tokenizer:
     return GPT2Tokenizer()

@@ -254,26 +254,39 @@ def test_footer_reports_length_speed_and_notices(wb):
     assert footer.count("Reached the window") == 1 and "_Reached the window (3 times)_" in footer
 
 
+_CORS_PROBE = """
+from urllib.parse import urlsplit
+
+from chainlit.config import config
+from chainlit.server import app
+from starlette.testclient import TestClient
+
+origins = config.project.allow_origins  # what the server loaded, not what a file says
+assert origins and all(urlsplit(o).hostname in ("localhost", "127.0.0.1", "::1")
+                       for o in origins), origins
+client = TestClient(app)
+ask = {"Access-Control-Request-Method": "POST"}
+evil = client.options("/project/file", headers={**ask, "Origin": "https://evil.example"})
+assert evil.status_code == 400 and "access-control-allow-origin" not in evil.headers, evil.headers
+for origin in origins:
+    ok = client.options("/project/file", headers={**ask, "Origin": origin})
+    assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == origin, origin
+# a simple request is answered, but without the header a browser needs to hand it over
+got = client.get("/project/settings", headers={"Origin": "https://evil.example"})
+assert "access-control-allow-origin" not in got.headers, got.headers
+print("ok")
+"""
+
+
 def test_cross_origin_requests_only_from_loopback():
     """Another web site open in the same browser cannot call this server's HTTP API: asked of
     Chainlit's own server app, configured as `chainlit run` configures it (the app root that
-    conftest gives the session links the checkout's .chainlit/config.toml)."""
-    from urllib.parse import urlsplit
+    conftest gives the session links the checkout's .chainlit/config.toml). In a fresh
+    interpreter: Chainlit's CORS middleware keeps the origin list it was built with, and other
+    tests in this process load Chainlit's config again."""
+    import subprocess
+    import sys
 
-    from chainlit.config import config
-    from chainlit.server import app
-    from starlette.testclient import TestClient
-
-    origins = config.project.allow_origins  # what the server loaded, not what a file says
-    assert origins and all(urlsplit(o).hostname in ("localhost", "127.0.0.1", "::1")
-                           for o in origins)
-    client = TestClient(app)
-    ask = {"Access-Control-Request-Method": "POST"}
-    evil = client.options("/project/file", headers={**ask, "Origin": "https://evil.example"})
-    assert evil.status_code == 400 and "access-control-allow-origin" not in evil.headers
-    for origin in origins:
-        ok = client.options("/project/file", headers={**ask, "Origin": origin})
-        assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == origin
-    # a simple request is answered, but without the header a browser needs to hand it over
-    got = client.get("/project/settings", headers={"Origin": "https://evil.example"})
-    assert "access-control-allow-origin" not in got.headers
+    done = subprocess.run([sys.executable, "-c", _CORS_PROBE], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

@@ -148,9 +148,12 @@ def test_chat_streams_refuses_and_survives_reload(app, browser):
     stop.click()
     wait_for(lambda: css(browser, "#chat-input textarea").is_enabled(), 10,
              what="the textbox after stop")
+    # The stop reached the server: its generation ended there (the stats line cannot say so, as
+    # Gradio closes the handler), and nothing more arrives in the page after that.
+    wait_for(lambda: wb.generations.limit.active == 0, 30,
+             what="the server to end the stopped generation")
     stopped = bot_texts(browser)
-    time.sleep(1.0)
-    assert bot_texts(browser) == stopped  # nothing more arrives
+    assert wait_for(lambda: bot_texts(browser) == stopped, 5, what="a settled chat")
     assert "max new tokens" not in css(browser, "#chat-stats").text
 
     box = css(browser, "#chat-input textarea")
@@ -239,7 +242,13 @@ def test_copy_one_message_edit_it_and_the_page_controls(app, browser):
     browser.refresh()  # the choice is kept in this browser
     wait_for(lambda: browser.execute_script(
         "return document.body.classList.contains('dark')") != dark, 20, what="the kept theme")
-    css(browser, "#theme-toggle").click()  # back as it was, for the other tests
+    # After the reload the class is set by the page head before the app has rendered: wait for
+    # the toggle itself before clicking it (CI once clicked it too early).
+    toggle = wait_for(lambda: [b for b in browser.find_elements(By.CSS_SELECTOR, "#theme-toggle")
+                               if b.is_displayed() and b.is_enabled()], 30, what="the toggle")[0]
+    toggle.click()  # back as it was, for the other tests
+    wait_for(lambda: browser.execute_script(
+        "return document.body.classList.contains('dark')") == dark, 5, what="the theme restored")
 
     browser.set_window_size(390, 844)
     try:
