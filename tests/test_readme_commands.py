@@ -1,5 +1,6 @@
 """Every command in README.md and in each command's --help examples runs as written, on a fresh
-checkout, in a terminal (a pseudo-terminal: progress bars draw) and piped.
+checkout, in a terminal (a pseudo-terminal: progress bars draw); the README's commands also
+piped.
 
 The commands run in a scratch copy of the checkout (the code, models and data linked in, runs/
 and the other outputs its own), one copy per source and mode, in the order they are written, so
@@ -191,9 +192,12 @@ def test_every_readme_command_runs_as_written(tmp_path, shared, mode):
     assert not problems, "\n\n".join(problems)
 
 
+# The --help examples run in a terminal only (the mode that broke in issue 18: progress bars
+# draw there). Piped, each command is the same code path the README run above and tests/test_cli
+# already take; running all of them twice cost about 170 s of a 15-minute suite.
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-@pytest.mark.parametrize("mode", ["piped", "terminal"])
+@pytest.mark.parametrize("mode", ["terminal"])
 def test_every_help_example_runs_as_written(tmp_path, shared, mode):
     helps = help_commands()
     ordered = helps.pop("train") + [c for examples in helps.values() for c in examples]
