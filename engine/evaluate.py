@@ -139,13 +139,15 @@ def default_prompt(data, tokenizer: Tokenizer, all_val: bool) -> str:
 def evaluate_model(model_spec: str, data_spec: str, split: str = "val", val_fraction: float = 0.1,
                    block_size: int = 0, batch_size: int = 8, max_batches: int = 0,
                    max_data_tokens: int = 0, cache_dir: str = "", device: str = "auto",
-                   samples: int = 0, sample_prompt: str = "") -> dict:
+                   samples: int = 0, sample_prompt: str = "", text_metrics: int = 0,
+                   text_params=None) -> dict:
     """Mean cross-entropy (response tokens only for instruction data), perplexity and bits per
     byte of a model (any spec engine.loading.load_model takes) on data (any --data of training).
     The "val" split is the one training holds out with the same val_fraction. samples > 0 adds
     engine.sample_quality's figures ("sample_quality") for that many seeded samples, scored
-    against the words of the whole data. Bad arguments raise ValueError before any model is
-    loaded."""
+    against the words of the whole data. text_metrics > 0 adds engine.text_metrics' BLEU and
+    ROUGE-L ("text_metrics") of responses to that many examples, sampled with text_params, from
+    the same loaded model. Bad arguments raise ValueError before any model is loaded."""
     from .loading import load_model
     from . import sample_quality as SQ
 
@@ -178,6 +180,12 @@ def evaluate_model(model_spec: str, data_spec: str, split: str = "val", val_frac
         vocab = SQ.corpus_words(D.tokenizer_corpus(source))
         quality = SQ.sample_quality(model, tokenizer, vocab, samples, sample_prompt or SQ.DEFAULT_PROMPT)
         result["sample_quality"] = quality.to_dict()
+    if text_metrics:
+        from .text_metrics import response_scores
+
+        result["text_metrics"] = response_scores(
+            ckpt, data_spec, split=split, val_fraction=val_fraction, max_examples=text_metrics,
+            params=text_params, block_size=block_size)
     return result
 
 

@@ -59,7 +59,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..device import pick_device
     from ..evaluate import evaluate_model
     from ._flags import sampling_params
 
@@ -71,16 +70,8 @@ def run(args: argparse.Namespace) -> int:
                             block_size=args.block_size, batch_size=args.batch_size,
                             max_batches=args.max_batches, max_data_tokens=args.max_data_tokens,
                             cache_dir=args.cache_dir, device=args.device, samples=args.samples,
-                            sample_prompt=args.sample_prompt)
-    if args.text_metrics:
-        from ..loading import load_model
-        from ..text_metrics import response_scores
-
-        ckpt = load_model(args.model, device=pick_device(args.device))
-        result["text_metrics"] = response_scores(
-            ckpt, args.data, split=args.split, val_fraction=args.val_fraction,
-            max_examples=args.text_metrics, params=params,
-            block_size=args.block_size)
+                            sample_prompt=args.sample_prompt, text_metrics=args.text_metrics,
+                            text_params=params)
     if args.json:
         print(json.dumps(result))
     else:
