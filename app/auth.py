@@ -5,8 +5,8 @@ variables):
     WORKBENCH_USER=...       the user name to go with it (default: any name is accepted)
 
 Gradio shows its login page (gradio_client passes auth=(user, password)); Chainlit shows its
-password form and needs CHAINLIT_AUTH_SECRET to sign its session tokens (app.chainlit.security
-makes a random one per start when it is unset, so sessions end when the server restarts).
+password form and needs CHAINLIT_AUTH_SECRET to sign its session tokens (app.chainlit.saved
+makes one when it is unset and keeps it beside its database, so sign-ins survive a restart).
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 INCLUDE = ("README.md", "LICENSE", "app.py", "requirements.txt", "app/", "engine/",
            "checkpoints/", "data/", "docs/")
 EXCLUDE = ("app/chainlit/",)  # the Chainlit front end: not run on a Gradio Space
-SKIP_REQUIREMENTS = {"chainlit", "plotly"}  # ... nor installed there (plotly: its loss chart)
+# ... nor installed there (plotly: its loss chart; sqlalchemy, aiosqlite: its saved conversations)
+SKIP_REQUIREMENTS = {"chainlit", "plotly", "sqlalchemy", "aiosqlite"}
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 PYTHON_VERSION = "3.11"  # what the tests run on; Spaces default to 3.10
 BINARY_SUFFIXES = (".safetensors", ".bin", ".pt", ".npy", ".npz", ".png", ".jpg", ".ico")

@@ -30,10 +30,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("chainlit-e2e")
-    # The python model is grounded (answers list their docs sources) and slow enough to stop.
+def app_env(root: Path) -> dict:
+    """The environment of a test server over tiny models made in the test (the python one
+    grounded, and slow enough to stop)."""
     checkpoints = make_checkpoints(root, SLOW_PYTHON, grounded=True)
     env = {**os.environ, "WORKBENCH_CHECKPOINTS": str(checkpoints),
            "WORKBENCH_RUNS": str(root / "runs"), "WORKBENCH_DATA": str(make_data(root)),
@@ -41,51 +40,71 @@ def server(tmp_path_factory):
            # models on the CPU, and no GPU for the training job it starts (the chat has no
            # device choice): the stop midway is timed for the CPU
            "WORKBENCH_DEVICE": "cpu", "CUDA_VISIBLE_DEVICES": ""}
-    env.pop("WORKBENCH_ALLOW_TRAINING", None)
-    env.pop("SPACE_ID", None)
+    for name in ("WORKBENCH_ALLOW_TRAINING", "SPACE_ID", "WORKBENCH_PASSWORD",
+                 "WORKBENCH_CHAINLIT_DB", "CHAINLIT_AUTH_SECRET"):
+        env.pop(name, None)
     # Chainlit keeps per-server state in its app root (.files/, which it deletes on exit, and
-    # .chainlit/translations/): give the test server its own, with the app's config and assets,
-    # so it cannot disturb a server someone is running from the repository.
+    # .chainlit/translations/), and the app its saved conversations (.workbench/): give the test
+    # server its own, with the app's config and assets, so it cannot disturb a server someone
+    # is running from the repository.
     app_root = root / "app-root"
     (app_root / ".chainlit").mkdir(parents=True)
     (app_root / ".chainlit" / "config.toml").symlink_to(ROOT / ".chainlit" / "config.toml")
     (app_root / "public").symlink_to(ROOT / "public")
     (app_root / "chainlit.md").symlink_to(ROOT / "chainlit.md")
     env["CHAINLIT_APP_ROOT"] = str(app_root)
-    port = free_port()
-    log = open(root / "chainlit.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "chainlit", "run", str(ROOT / "chainlit_app.py"), "--headless",
-         "--host", "127.0.0.1", "--port", str(port)],
-        cwd=app_root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/"
+    return env
+
+
+def start_server(env: dict, port: int, log_path: Path) -> subprocess.Popen:
+    """`chainlit run chainlit_app.py --headless` on 127.0.0.1:port, once it answers."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chainlit", "run", str(ROOT / "chainlit_app.py"),
+             "--headless", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=env["CHAINLIT_APP_ROOT"], env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    deadline = time.time() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            stop_server(proc)
+            raise RuntimeError("chainlit did not start:\n" +
+                               log_path.read_text(errors="replace")[-3000:])
+        time.sleep(0.3)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("chainlit did not start:\n" +
-                                   (root / "chainlit.log").read_text(errors="replace")[-3000:])
-            time.sleep(0.3)
-        yield {"url": url, "runs": root / "runs", "log": root / "chainlit.log"}
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("chainlit-e2e")
+    env = app_env(root)
+    port = free_port()
+    proc = start_server(env, port, root / "chainlit.log")
+    try:
+        yield {"url": f"http://127.0.0.1:{port}/", "runs": root / "runs",
+               "log": root / "chainlit.log"}
     finally:
         from engine.jobs import JobManager
 
         job = JobManager(root / "runs").running()
         if job is not None:
             job.kill()
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
+        stop_server(proc)
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +144,9 @@ def open_app(driver, server, profile: str | None = None) -> None:
     """A fresh page (a new Chainlit session), optionally on another chat profile."""
     driver.get(server["url"])
     wait_for(driver, lambda: driver.find_elements(By.ID, "chat-input"), "the message box")
-    if profile:
-        driver.find_element(By.ID, "chat-profiles").click()
+    if profile:  # the picker comes with the project settings, which follow the sign-in
+        wait_for(driver, lambda: driver.find_elements(By.ID, "chat-profiles"),
+                 "the profile picker")[0].click()
         option = wait_for(driver, lambda: [o for o in driver.find_elements(
             By.CSS_SELECTOR, "[role=option]") if o.text.strip() == profile], f"{profile} option")
         option[0].click()
@@ -381,3 +401,67 @@ def test_training_from_the_chat_survives_reload_and_stops(server, browser):
     # the text rather than reading it once.
     wait_for(d, lambda: "e2e-run (run)" in d.find_element(By.ID, "model").text,
              "the run in the model picker", 30)
+
+
+def test_conversations_are_saved_and_resume_after_a_restart(tmp_path):
+    """Issue 14: saved conversations. The local user is signed in without a form (header sign-in
+    from this machine); after the server restarts, a reload shows the conversation again, a new
+    chat lists it in the sidebar, and opened from there it has its messages and goes on with
+    what the model saw (a follow-up is answered as one)."""
+    if not FOUND:
+        pytest.skip(INSTALL_HINT)
+    env = app_env(tmp_path)
+    port, log = free_port(), tmp_path / "chainlit.log"
+    url = f"http://127.0.0.1:{port}/"
+    shots = os.environ.get("CHAINLIT_SCREENSHOTS")
+    d = chrome(tmp_path / "chromium", "1280,900")
+    proc = start_server(env, port, log)
+    try:
+        open_app(d, {"url": url})
+        change_settings(d, max_new_tokens="min")
+        question = "How do I reverse a list in Python?"
+        send(d, question)
+        first = wait_reply(d, 1, "the answer")
+        assert "Sorry, I'm a Python assistant" not in first
+
+        wait_for(d, lambda: "/thread/" in d.current_url, "the conversation's own address")
+
+        stop_server(proc)
+        proc = start_server(env, port, log)
+        d.refresh()  # the same address on the restarted server: the conversation, still signed in
+        wait_for(d, lambda: question in user_messages(d) and replies(d), "the reopened thread")
+        # Header sign-in as the page does it: this machine is the local user; a request that
+        # came through a proxy is a guest, who sees none of the local user's conversations.
+        import httpx
+
+        def sign_in(**headers):
+            with httpx.Client(base_url=url) as client:
+                assert client.post("auth/header", headers=headers).status_code == 200
+                me = client.get("user").json()["identifier"]
+                threads = client.post("project/threads", json={
+                    "pagination": {"first": 20}, "filter": {}}).json()["data"]
+                return me, [t["name"] for t in threads]
+        assert sign_in() == ("local", [question])
+        guest, guest_threads = sign_in(**{"X-Forwarded-For": "203.0.113.9"})
+        assert guest.startswith("guest-") and guest_threads == []
+
+        d.get(url)  # a new chat; the conversation is in the sidebar's list
+        button(d, "Train a model")  # the landing view, with its starters
+        listed = wait_for(d, lambda: [a for a in d.find_elements(By.CSS_SELECTOR, "#thread-history a")
+                                      if question in a.text], "the thread in the list")
+        if shots:
+            d.save_screenshot(str(Path(shots) / "chainlit-thread-list.png"))
+        click(d, listed[0])
+        wait_for(d, lambda: question in user_messages(d) and replies(d), "the saved messages")
+        assert replies(d)[0].split("\n")[0] == first.split("\n")[0]
+        if shots:
+            d.save_screenshot(str(Path(shots) / "chainlit-resumed.png"))
+        # A follow-up is a Python question only after one (engine.code_filter): answered, not
+        # declined, when the model's side of the conversation was restored with the thread.
+        send(d, "and the other way round?")
+        follow_up = wait_reply(d, 2, "the follow-up's answer")
+        assert "Sorry, I'm a Python assistant" not in follow_up
+        assert user_messages(d) == [question, "and the other way round?"]
+    finally:
+        d.quit()
+        stop_server(proc)

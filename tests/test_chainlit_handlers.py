@@ -4,7 +4,9 @@ socket is a recorder), without a server or a browser: what each event sends to t
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
+from pathlib import Path
 
 import chainlit as cl
 import pytest
@@ -443,3 +445,172 @@ def test_training_progress_has_a_live_loss_curve(page):
     assert [(t.name, t.line.color) for t in figure.data] == list(CURVE_COLORS.items())
     assert list(figure.data[1].y) == [2.7] and loss_figure([]) is None
     assert json.loads(figure.to_json())["layout"]["title"]["text"] == "Loss"
+
+
+# -- saved conversations (app/chainlit/saved.py): the data layer, the sign-in, resume ----------
+
+def test_importing_the_app_turns_on_saving_and_the_local_sign_in():
+    """Without a password: Chainlit's data layer on the SQLite file in the app root's .workbench/
+    (conftest's scratch app root), header sign-in, and a signing secret kept beside the file."""
+    import os
+    import stat
+
+    from chainlit.config import APP_ROOT, config
+
+    from app.chainlit import saved
+
+    path = saved.database_path()
+    assert path == Path(APP_ROOT) / ".workbench" / "chainlit.db" and path.exists()
+    assert config.code.data_layer is not None and config.code.header_auth_callback is not None
+    assert config.code.password_auth_callback is None  # no form to fill in
+    secret = path.parent / saved.SECRET_FILE
+    assert os.environ["CHAINLIT_AUTH_SECRET"] == secret.read_text().strip()
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_where_the_conversations_live(tmp_path):
+    from app.chainlit.saved import database_path
+
+    assert database_path({}, tmp_path) == tmp_path / ".workbench" / "chainlit.db"
+    assert database_path({"WORKBENCH_CHAINLIT_DB": str(tmp_path / "x.db")}) == tmp_path / "x.db"
+    assert database_path({"WORKBENCH_CHAINLIT_DB": "off"}, tmp_path) is None
+
+
+def test_this_machine_is_the_local_user_and_anyone_else_a_guest():
+    from app.chainlit.saved import LOCAL_USER, user_for_request
+
+    local = ("127.0.0.1", {"host": "localhost:8000"})
+    assert user_for_request(local).identifier == LOCAL_USER
+    proxied = ("127.0.0.1", {"host": "localhost:8000", "x-forwarded-for": "203.0.113.9"})
+    remote = ("192.168.1.20", {"host": "box.lan:8000"})
+    guests = {user_for_request(r).identifier for r in (proxied, remote, proxied)}
+    assert len(guests) == 3 and all(g.startswith("guest-") for g in guests)  # one per sign-in
+
+
+def test_with_a_password_the_form_signs_in_and_the_secret_survives_a_restart(tmp_path,
+                                                                              monkeypatch):
+    from chainlit.config import config
+
+    from app.chainlit import saved
+
+    for hook in ("data_layer", "header_auth_callback", "password_auth_callback"):
+        monkeypatch.setattr(config.code, hook, None)  # put back after the test
+    monkeypatch.setenv("WORKBENCH_PASSWORD", "s3cret")
+    monkeypatch.setenv("WORKBENCH_CHAINLIT_DB", str(tmp_path / "state" / "chats.db"))
+    monkeypatch.delenv("CHAINLIT_AUTH_SECRET")
+    assert saved.install() == tmp_path / "state" / "chats.db"
+    assert config.code.header_auth_callback is None  # the password is asked of everyone
+    first = os.environ["CHAINLIT_AUTH_SECRET"]
+    assert (tmp_path / "state" / saved.SECRET_FILE).read_text().strip() == first
+    monkeypatch.delenv("CHAINLIT_AUTH_SECRET")
+    saved.install()  # the next start reads the same secret: sign-ins stay valid
+    assert os.environ["CHAINLIT_AUTH_SECRET"] == first
+
+    login = config.code.password_auth_callback
+    user = asyncio.run(login("ann", "s3cret"))
+    assert user.identifier == "ann" and asyncio.run(login("ann", "wrong")) is None
+
+
+def settle():
+    """Wait for the tasks Chainlit leaves running (it saves steps and threads in the
+    background), as a server's event loop would let them finish."""
+    async def wait():
+        while tasks := [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]:
+            await asyncio.gather(*tasks, return_exceptions=True)
+    return wait()
+
+
+def user_says(session, text: str) -> str:
+    """A message as Chainlit's socket hands it over: the page's message (saved, and the thread
+    begun on the first one), then on_message. Returns the message id."""
+    from chainlit.utils import utc_now
+
+    async def run():
+        init_ws_context(session)
+        message = await cl.context.emitter.process_message({"message": {
+            "id": str(uuid.uuid4()), "output": text, "type": "user_message", "name": "User",
+            "threadId": session.thread_id, "createdAt": utc_now()}, "fileReferences": None})
+        await appmod.on_message(message)
+        await settle()
+        return message.id
+    return asyncio.run(run())
+
+
+def test_a_saved_conversation_resumes_with_what_the_model_saw(wb, tmp_path, monkeypatch):
+    """A thread saved by the SQLite data layer and resumed in a new session (a reload or a
+    restart): the settings and the conversation the model sees come back, the latest answer has
+    its buttons again, and a follow-up (a Python question only after one) is answered with the
+    thread's settings."""
+    import chainlit.data
+    from chainlit.socket import resume_thread
+
+    from app.chainlit import saved
+
+    db = tmp_path / "chats.db"
+    saved.create_schema(db)
+    layer = saved.SQLiteDataLayer(db)
+    monkeypatch.setattr(chainlit.data, "_data_layer", layer)
+    monkeypatch.setattr(chainlit.data, "_data_layer_initialized", True)
+    monkeypatch.setattr(appmod, "wb", wb)
+    user = asyncio.run(layer.create_user(cl.User(identifier="local")))
+
+    page, session = new_session("Python assistant")
+    page.session, session.user = session, user
+    call(session, appmod.start)
+    settings = {**state(page, "chat_settings"), "max_new_tokens": 1}
+    session.chat_settings.update(settings)  # what Chainlit does with the new values
+    call(session, appmod.settings_changed, settings)  # before the first message: not saved yet
+    question = "How do I reverse a list in Python?"
+    asked = user_says(session, question)
+    history = state(page, "history")
+    answer_id = state(page, "last_turn")["answer"].id
+    call(session, session.delete)
+
+    thread = asyncio.run(layer.get_thread(session.thread_id))
+    assert thread["name"] == question and thread["userIdentifier"] == "local"
+    assert thread["metadata"]["chat_profile"] == "Python assistant"
+    assert thread["metadata"]["chat_settings"]["max_new_tokens"] == 1
+    assert [s["type"] for s in thread["steps"]] == ["user_message", "assistant_message"]
+    assert [t["role"] for t in history] == ["user", "assistant"] and history[0]["id"] == asked
+
+    page2, resumed = new_session("Free chat")  # the page's profile picker may say otherwise
+    page2.session, resumed.user, resumed.thread_id_to_resume = resumed, user, session.thread_id
+    resumed.thread_id = session.thread_id
+
+    async def resume():
+        init_ws_context(resumed)
+        opened = await resume_thread(resumed)  # what Chainlit does before on_chat_resume
+        await appmod.resume(opened)
+    asyncio.run(resume())
+    assert resumed.chat_profile == "Python assistant"
+    assert state(page2, "history") == history
+    assert state(page2, "last_turn")["answer"].id == answer_id
+    assert {(a["name"], a["forId"]) for a in page2.sent("action")} == \
+        {("regenerate", answer_id), ("export_chat", answer_id)}
+    [panel] = page2.sent("chat_settings")
+    assert {w["id"]: w["initial"] for w in panel}["max_new_tokens"] == 1
+
+    resumed.has_first_interaction = True  # Chainlit sets it when it resumes a thread
+    user_says(resumed, "and the other way round?")
+    follow_up = page2.texts()[-1]
+    assert not follow_up.startswith("Sorry") and "1 token" in follow_up
+    assert [t["content"] for t in state(page2, "history") if t["role"] == "user"] == \
+        [question, "and the other way round?"]
+    saved_again = asyncio.run(layer.get_thread(session.thread_id))
+    assert [s["type"] for s in saved_again["steps"]] == ["user_message", "assistant_message"] * 2
+    call(resumed, resumed.delete)
+
+    # The sidebar's search, rename and delete (Chainlit's HTTP routes call these).
+    from chainlit.types import Pagination, ThreadFilter
+
+    def listed(search=None):
+        found = asyncio.run(layer.list_threads(Pagination(first=20),
+                                               ThreadFilter(userId=user.id, search=search)))
+        return [t["name"] for t in found.data]
+    assert listed("other way round") == [question] and listed("no such words") == []
+    asyncio.run(layer.update_thread(session.thread_id, name="Reversing lists"))
+    assert listed() == ["Reversing lists"]
+    assert asyncio.run(layer.get_thread(session.thread_id))["metadata"]["chat_settings"]
+    asyncio.run(layer.delete_thread(session.thread_id))
+    assert listed() == [] and asyncio.run(layer.get_thread(session.thread_id)) is None

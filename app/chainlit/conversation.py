@@ -5,6 +5,10 @@ conversation as Markdown and JSON (app.export, the same files as the Gradio app)
 The session's conversation is cl.user_session["history"]: [{"role", "content", "id"}], where a
 person's turn carries the id of their Chainlit message, so an edit knows where to cut. The
 engine never sees the ids (app.limits.clean_history keeps role and content only).
+
+Saved conversations (saved.py): each answer's message carries the exchange the model saw in its
+metadata (turn()), because the text shown is not it (a footer, a refusal's reason, escaped
+Markdown). A resumed thread rebuilds the history from those (restore()).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from app.export import conversation_files, file_stem
 
 REGENERATE = "regenerate"
 EXPORT = "export_chat"
+TURN = "turn"  # the key of an answer's metadata that holds its exchange
 MIME = {"md": "text/markdown", "json": "application/json"}
 
 
@@ -43,6 +48,34 @@ def forget_from(message_id: str | None) -> None:
 def remember(text: str, message_id: str | None, answer: cl.Message) -> None:
     """The latest exchange, which Regenerate writes again."""
     cl.user_session.set("last_turn", {"text": text, "id": message_id, "answer": answer})
+
+
+def turn(text: str, message_id: str | None, answer: str) -> dict:
+    """An answer message's metadata: the person's text (and message id) and the model's answer,
+    as the history holds them."""
+    return {TURN: {"user": text, "user_id": message_id, "assistant": answer}}
+
+
+def restore(thread: dict, mode: str) -> str | None:
+    """A resumed thread (Chainlit's ThreadDict, steps in order): the history from its answers'
+    turns (none in Story, which keeps no history) and the latest answer as the one Regenerate
+    writes again. Returns that answer's message id, or None when the thread has no answer."""
+    history, latest = [], None
+    for step in thread.get("steps") or []:
+        exchange = (step.get("metadata") or {}).get(TURN)
+        if step.get("type") != "assistant_message" or not isinstance(exchange, dict):
+            continue  # the person's messages, settings and training messages, errors
+        history += [{"role": "user", "content": exchange["user"], "id": exchange.get("user_id")},
+                    {"role": "assistant", "content": exchange["assistant"]}]
+        latest = (exchange, step)
+    cl.user_session.set("history", history if mode != "story" else [])
+    cl.user_session.set("last_turn", None)
+    if latest is None:
+        return None
+    exchange, step = latest
+    remember(exchange["user"], exchange.get("user_id"),
+             cl.Message(content=step.get("output") or "", id=step["id"]))
+    return step["id"]
 
 
 async def regenerate(action: cl.Action, reply_to) -> str | None:

@@ -24,7 +24,7 @@ from app.limits import MAX_SYSTEM_CHARS, SAMPLING_DEFAULTS, clean_text, sampling
 from app.policy import RequestExposure, is_exposed
 from app.workbench import USER_ERRORS
 
-from . import conversation, security, training
+from . import conversation, saved, security, training
 from .render import md_text, reply_footer, show_error, sources_element, stream_into, wait_in_line
 from .widgets import chat_profiles, mode_of, parse_train_command, sampling_values, settings_widgets
 
@@ -78,6 +78,35 @@ async def start() -> None:
     await training.reattach(wb)
 
 
+@cl.on_chat_resume
+async def resume(thread: dict) -> None:
+    """A saved conversation opened again (from the thread list, a reload, after a restart).
+    Chainlit shows its messages and gives the session the profile and settings saved with it
+    (saved.save_thread_settings); this restores what the model sees (the conversation as it got
+    it, conversation.restore), the settings panel with those values, Regenerate and Export on
+    the latest answer, the /train command, and a training job that is still running."""
+    mode = mode_of(cl.user_session.get("chat_profile"))
+    values = {**SAMPLING_DEFAULTS, **current_settings()}
+    if values.get("model") not in {spec for _, spec in wb.models.choices()}:
+        values["model"] = wb.models.default(mode)  # a run deleted since: the mode's default
+    cl.user_session.set("loaded_model", values["model"])
+    latest = conversation.restore(thread, mode)
+    await cl.ChatSettings(settings_widgets(wb.models.choices(), values)).send()
+    await cl.context.emitter.set_commands(training.COMMANDS)
+    if latest:
+        for action in conversation.answer_actions(mode):
+            await action.send(for_id=latest)
+    # Chainlit sends the saved messages after this handler returns, and the page replaces the
+    # messages it has with them: a training progress message sent now would be wiped, so the
+    # tracker starts a moment later.
+    asyncio.create_task(_reattach_soon())
+
+
+async def _reattach_soon() -> None:
+    await asyncio.sleep(1.0)
+    await training.reattach(wb)
+
+
 @cl.on_chat_end
 async def end() -> None:
     """The page went away: stop writing its reply (a training job and its tracker go on)."""
@@ -98,6 +127,7 @@ async def settings_changed(settings: dict) -> None:
     except USER_ERRORS as e:
         await show_error(f"Settings not valid: {e}")
         return
+    await saved.save_thread_settings()
     if spec != cl.user_session.get("loaded_model"):
         cl.user_session.set("loaded_model", spec)
         try:  # load now, so the next reply does not wait, and say what the model is
@@ -131,6 +161,7 @@ async def on_message(message: cl.Message) -> None:
         else:
             conversation.forget_from(message.id)  # an edited message: cut the chat there
             await reply_to(text, message.id)
+            await saved.save_thread_settings()
     except USER_ERRORS as e:
         await show_error(str(e))
     except Exception as e:  # a bug, not bad input: log the traceback, show one line
@@ -159,7 +190,8 @@ async def reply_to(text: str, message_id: str | None = None) -> None:
 
     if reply.refused:
         why = md_text(refusal_reason(reply.reason))
-        await cl.Message(content=f"{reply.refusal}\n\n> **Why:** {why}").send()
+        await cl.Message(content=f"{reply.refusal}\n\n> **Why:** {why}",
+                         metadata=conversation.turn(text, message_id, reply.refusal)).send()
         if mode != "story":
             history += [{"role": "user", "content": text, "id": message_id},
                         {"role": "assistant", "content": reply.refusal}]
@@ -179,6 +211,7 @@ async def reply_to(text: str, message_id: str | None = None) -> None:
         cancel.set()
         answer = msg.content
         if answer:
+            msg.metadata = conversation.turn(text, message_id, answer)
             await msg.update()
         raise
     finally:
@@ -193,6 +226,7 @@ async def reply_to(text: str, message_id: str | None = None) -> None:
     if not msg.content:
         msg.content = "*(the model ended its answer without writing anything; try again, or " \
                       "raise the temperature)*"
+    msg.metadata = conversation.turn(text, message_id, answer)  # saved: what resume restores
     await msg.send()
 
 

@@ -6,21 +6,22 @@ handlers.py is imported, before `chainlit run` starts serving):
   cors_allowed_origins=[], which accepts every Origin, so a page on any site could chat, list
   the models and start training; the allowed names are app.hosts' (loopback names, the bind name,
   SPACE_HOST, WORKBENCH_ALLOWED_HOSTS);
-- optional sign-in (app.auth: WORKBENCH_PASSWORD) through Chainlit's password callback;
+- the sign-in and the saved conversations (saved.py: Chainlit's password form when
+  WORKBENCH_PASSWORD is set, otherwise header sign-in as the local user or a guest);
 - who the current message comes from (for app.policy.RequestExposure).
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 
 import chainlit as cl
 from chainlit.config import config as chainlit_config
 
-from app.auth import check_login, password_required
 from app.hosts import HostGuard, allowed_hosts, host_allowed, origin_allowed
 from app.limits import MAX_BODY_BYTES
+
+from . import saved
 
 
 def hosts() -> tuple[str, ...]:
@@ -51,17 +52,9 @@ def current_request():
     return client, headers
 
 
-async def _password_login(username: str, password: str):
-    return cl.User(identifier=username or "workbench") if check_login(username, password) else None
-
-
 def install() -> None:
     from chainlit.server import app, sio
 
     app.add_middleware(HostGuard, hosts=hosts(), body_limit=lambda path: MAX_BODY_BYTES)
     sio.eio.cors_allowed_origins = socket_origin_allowed
-    if password_required():
-        # Chainlit signs its session tokens with this; one per start unless the owner sets it
-        # (then sign-ins survive a restart).
-        os.environ.setdefault("CHAINLIT_AUTH_SECRET", secrets.token_urlsafe(32))
-        cl.password_auth_callback(_password_login)
+    saved.install()

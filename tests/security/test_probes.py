@@ -307,3 +307,14 @@ def test_chainlit_sign_in_and_socket_origin(servers):
     assert not _socket_connects(servers, local, None)  # not signed in
     assert _socket_connects(servers, local, cookie)
     assert not _socket_connects(servers, EVIL, cookie)  # a page elsewhere, with the cookie
+
+
+def test_chainlit_with_a_password_has_no_other_way_in(servers):
+    """With WORKBENCH_PASSWORD set, the header sign-in that spares the local user a form is not
+    offered (not even to this machine), and saved conversations need the password."""
+    assert httpx.post(servers["chainlit"] + "/auth/header").status_code == 400
+    threads = {"pagination": {"first": 20}, "filter": {}}
+    assert httpx.post(servers["chainlit"] + "/project/threads", json=threads).status_code == 401
+    cookies = _chainlit_login(servers, PASSWORD).cookies
+    r = httpx.post(servers["chainlit"] + "/project/threads", json=threads, cookies=cookies)
+    assert r.status_code == 200 and r.json()["data"] == []
