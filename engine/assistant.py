@@ -104,7 +104,7 @@ class Reply:
 def respond(conversation: Sequence[Mapping], mode: str, checkpoint, params: SamplingParams | None = None,
             *, cancel: threading.Event | Callable[[], bool] | None = None,
             code_filter: CodeQuestionFilter | None = None, system: str = "",
-            index=None, streamer: Callable = stream) -> Reply:
+            index=None, streamer: Callable = stream, grounded_names: bool = True) -> Reply:
     """Refuse (python mode, not a programming question) or start streaming the answer.
 
     In python mode a model trained to answer from documentation (`checkpoint.grounding ==
@@ -112,6 +112,9 @@ def respond(conversation: Sequence[Mapping], mode: str, checkpoint, params: Samp
     bundled docs index, engine.retrieval) finds for the question in its prompt, and
     `reply.sources` lists them. Any other model answers from its weights alone, and a notice
     says that the answer has no sources.
+
+    With sources, what the model writes in `backticks` is held to the names the sources show
+    (engine.inline_code; `grounded_names=False` turns that off, for comparison).
 
     `streamer` runs the generation: engine.generation.stream (batch 1, in the reader's thread),
     or a server's engine.serving.GenerationService.stream (batched, limited, queued)."""
@@ -143,7 +146,13 @@ def respond(conversation: Sequence[Mapping], mode: str, checkpoint, params: Samp
             turns, sources, tokenizer, model.config.block_size, params.max_new_tokens, system)
         reply.notices.extend(notices)
         params = params.replace(stop=params.stop + tuple(s for s in STOP if s not in params.stop))
-    reply.stream = streamer(model, tokenizer, reply.prompt, params, cancel)
+    if reply.sources and grounded_names:
+        # Names in `backticks` spelled only as the sources spell them (engine.inline_code).
+        from .inline_code import InlineCodeConstraint
+        constraint = InlineCodeConstraint.for_passages(tokenizer, reply.sources)
+        reply.stream = streamer(model, tokenizer, reply.prompt, params, cancel, constraint=constraint)
+    else:
+        reply.stream = streamer(model, tokenizer, reply.prompt, params, cancel)
     reply.stream.stats.notices.extend(reply.notices)
     return reply
 

@@ -49,8 +49,10 @@ class TextStream:
     """Iterator of text deltas for one generation; `.stats` is filled as it runs."""
 
     def __init__(self, model: GPT, tokenizer: Tokenizer, prompt_ids: Sequence[int],
-                 params: SamplingParams, cancel: threading.Event | Callable[[], bool] | None) -> None:
+                 params: SamplingParams, cancel: threading.Event | Callable[[], bool] | None,
+                 constraint=None) -> None:
         self.model = model
+        self.constraint = constraint  # see Sampler: masks logits, e.g. grounded inline names
         self.tokenizer = tokenizer
         self.prompt_ids = list(prompt_ids)
         self.params = params
@@ -89,7 +91,7 @@ class TextStream:
         n = len(ids)
         tokens[:n] = torch.tensor(ids, dtype=torch.long)
         cache = KVCache(model.config, 1, block, device, param.dtype)
-        sampler = Sampler(params, device)
+        sampler = Sampler(params, device, self.constraint)
         text = TextDeltas(self.tokenizer, params.stop)
         window = params.repetition_window
 
@@ -219,13 +221,15 @@ def _safe_prefix(text: str, stops: Sequence[str], max_stop: int) -> int:
 
 def stream(model: GPT, tokenizer: Tokenizer, prompt: str | Sequence[int],
            params: SamplingParams | None = None,
-           cancel: threading.Event | Callable[[], bool] | None = None) -> TextStream:
-    """Stream the continuation of `prompt` (text, or token ids) as text deltas."""
+           cancel: threading.Event | Callable[[], bool] | None = None,
+           constraint=None) -> TextStream:
+    """Stream the continuation of `prompt` (text, or token ids) as text deltas. `constraint`
+    (optional, one per generation) masks each step's logits: engine.inline_code."""
     params = params or SamplingParams()
     ids = prompt_ids(model, tokenizer, prompt)
     if model.training:
         model.eval()
-    return TextStream(model, tokenizer, ids, params, cancel)
+    return TextStream(model, tokenizer, ids, params, cancel, constraint)
 
 
 def prompt_ids(model: GPT, tokenizer: Tokenizer, prompt: str | Sequence[int]) -> list[int]:

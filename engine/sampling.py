@@ -180,8 +180,12 @@ def processors(params: SamplingParams) -> list[tuple[str, object]]:
 class Sampler:
     """Picks next tokens for one generation: the processors plus a seeded random generator."""
 
-    def __init__(self, params: SamplingParams, device: torch.device | str = "cpu") -> None:
+    def __init__(self, params: SamplingParams, device: torch.device | str = "cpu",
+                 constraint=None) -> None:
         self.params = params
+        # Optional: a callable that masks logits (V,) -> (V,) and observes each token picked,
+        # such as engine.inline_code.InlineCodeConstraint for grounded answers.
+        self.constraint = constraint
         self.penalty = RepetitionPenalty(params.repetition_penalty, params.repetition_window)
         self.generator = torch.Generator(device=device)
         seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
@@ -189,6 +193,13 @@ class Sampler:
 
     def __call__(self, logits: torch.Tensor, history: torch.Tensor) -> int:
         """logits: (V,) for the next position; history: 1-D tensor of token ids in context."""
+        if self.constraint is None:
+            return self._pick(logits, history)
+        token = self._pick(self.constraint(logits.float()), history)
+        self.constraint.observe(token)
+        return token
+
+    def _pick(self, logits: torch.Tensor, history: torch.Tensor) -> int:
         p = self.params
         logits = self.penalty(logits.float(), history)
         if p.greedy:

@@ -98,8 +98,9 @@ class _Request:
     be noticed (weakref.finalize -> closed)."""
 
     def __init__(self, tokenizer: Tokenizer, ids: list[int], params: SamplingParams,
-                 cancel: Cancel, stats: GenerationStats) -> None:
+                 cancel: Cancel, stats: GenerationStats, constraint=None) -> None:
         self.tokenizer, self.ids, self.params, self.cancel = tokenizer, ids, params, cancel
+        self.constraint = constraint
         self.stats = stats
         self.token_ids: list[int] = []
         self.out: queue.Queue = queue.Queue()
@@ -346,7 +347,7 @@ class ModelScheduler:
         param = next(model.parameters())
         block = model.config.block_size
         req.ctx = fit_prompt(req.ids, req.tokenizer, req.params, block, req.stats.notices)
-        req.sampler = Sampler(req.params, param.device)
+        req.sampler = Sampler(req.params, param.device, req.constraint)
         req.text = TextDeltas(req.tokenizer, req.params.stop)
         req.stats.finish_reason = "length"
         self._reserve(model, len(self.rows) + 1,
@@ -504,7 +505,8 @@ class GenerationService:
             return s
 
     def stream(self, model: GPT, tokenizer: Tokenizer, prompt: str | Sequence[int],
-               params: SamplingParams | None = None, cancel: Cancel = None) -> ScheduledStream:
+               params: SamplingParams | None = None, cancel: Cancel = None,
+               constraint=None) -> ScheduledStream:
         """Like generation.stream(): the continuation of `prompt` as text deltas, decoded in
         a batch with the model's other generations. Raises ServerBusy when the queue is full."""
         params = params or SamplingParams()
@@ -512,7 +514,7 @@ class GenerationService:
         if model.training:
             model.eval()
         stats = GenerationStats(prompt_tokens=len(ids))
-        req = _Request(tokenizer, ids, params, cancel, stats)
+        req = _Request(tokenizer, ids, params, cancel, stats, constraint)
         s = ScheduledStream(self, req)
         self.limit.submit(req, self.scheduler(model))
         return s

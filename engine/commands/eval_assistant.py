@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="which part of the set: dev (for tuning), test (report), all")
     p.add_argument("--misses", type=int, default=0, metavar="N",
                    help="also print up to N questions that missed (to stderr)")
+    p.add_argument("--free-names", action="store_true",
+                   help="let the model spell names in `backticks` freely (by default they are "
+                        "held to the names its sources show: engine/inline_code.py)")
     add_sampling_arguments(p, SamplingParams(temperature=0.0, max_new_tokens=160))
     add_grounding_argument(p)
     add_device_arguments(p)
@@ -51,14 +54,14 @@ def run(args: argparse.Namespace) -> int:
     ckpt = load(args)
 
     def ask(conversation):
-        reply = respond(conversation, "python", ckpt, params)
+        reply = respond(conversation, "python", ckpt, params, grounded_names=not args.free_names)
         return reply, [p.as_source() | {"text": p.text} for p in reply.sources], reply.refused
 
     ask([{"role": "user", "content": "How do I warm up the model?"}])[0].text()  # load once
     with tqdm(total=len(items), desc="questions", file=sys.stderr,
               disable=not sys.stderr.isatty()) as bar:
         report = evaluate(items, ask, args.split, progress=bar.update)
-    result = {"model": args.model, **report.summary(),
+    result = {"model": args.model, **report.summary(), "grounded_names": not args.free_names,
               "sampling": {"temperature": params.temperature, "top_k": params.top_k,
                            "top_p": params.top_p, "max_new_tokens": params.max_new_tokens,
                            "seed": params.seed}}
