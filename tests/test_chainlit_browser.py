@@ -380,8 +380,13 @@ def test_training_from_the_chat_survives_reload_and_stops(server, browser):
     # The live loss curve under the progress message (a Plotly chart, issue 14).
     wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer path"),
              "the loss chart's line", 60)
-    if os.environ.get("CHAINLIT_SCREENSHOTS"):
-        d.save_screenshot(str(Path(os.environ["CHAINLIT_SCREENSHOTS"]) / "chainlit-curve.png"))
+    # No white panel in the dark theme: the chart's paper is transparent (issue 14).
+    assert d.execute_script("return getComputedStyle(document.querySelector("
+                            "'.js-plotly-plot .main-svg')).backgroundColor") == "rgba(0, 0, 0, 0)"
+    shots = os.environ.get("CHAINLIT_SCREENSHOTS")
+    if shots:  # and after the reload, in the light theme (the page keeps it in localStorage)
+        d.save_screenshot(str(Path(shots) / "chainlit-curve.png"))
+        d.execute_script("localStorage.setItem('vite-ui-theme', 'light')")
 
     d.refresh()  # a new page: it re-attaches to the same job
     wait_for(d, lambda: any("Training run e2e-run" in r and "running" in r for r in replies(d)),
@@ -389,6 +394,9 @@ def test_training_from_the_chat_survives_reload_and_stops(server, browser):
     wait_for(d, lambda: "Step " in body() and "loss" in body(), "progress after reload", 60)
     wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer path"),
              "the loss chart after reload", 60)
+    if shots:
+        d.save_screenshot(str(Path(shots) / "chainlit-curve-light.png"))
+        d.execute_script("localStorage.setItem('vite-ui-theme', 'dark')")
     click(d, button(d, "Stop training"))
     wait_for(d, lambda: any("e2e-run stopped at step" in r for r in replies(d)),
              "the stopped run", 90)

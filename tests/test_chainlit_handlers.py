@@ -447,6 +447,22 @@ def test_training_progress_has_a_live_loss_curve(page):
     assert json.loads(figure.to_json())["layout"]["title"]["text"] == "Loss"
 
 
+def test_the_loss_chart_follows_the_page_theme():
+    """Issue 14: the chart was a white panel in the dark theme (Plotly's default template). Its
+    paper and plot are transparent, and its text, axes and grid a grey that reads on both."""
+    import json
+
+    from app.chainlit.curve import GRID, TEXT, TRANSPARENT, loss_figure
+
+    layout = json.loads(loss_figure([{"step": 1, "loss": 3.0, "split": "train"}]).to_json())["layout"]
+    assert layout["paper_bgcolor"] == layout["plot_bgcolor"] == TRANSPARENT
+    assert layout["font"]["color"] == TEXT
+    for axis in ("xaxis", "yaxis"):
+        assert layout[axis]["color"] == TEXT
+        assert layout[axis]["gridcolor"] == layout[axis]["zerolinecolor"] == GRID
+    assert layout["modebar"]["bgcolor"] == TRANSPARENT
+
+
 # -- saved conversations (app/chainlit/saved.py): the data layer, the sign-in, resume ----------
 
 def test_importing_the_app_turns_on_saving_and_the_local_sign_in():
