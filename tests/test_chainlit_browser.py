@@ -391,6 +391,9 @@ def test_training_from_the_chat_survives_reload_and_stops(server, browser):
     d.refresh()  # a new page: it re-attaches to the same job
     wait_for(d, lambda: any("Training run e2e-run" in r and "running" in r for r in replies(d)),
              "the re-attached tracker", 60)
+    # The reloaded page resumes the saved conversation: the progress message saved with it
+    # (frozen when its page went away) is left out; the re-attached one is the only one.
+    assert sum("Training run e2e-run" in r for r in replies(d)) == 1
     wait_for(d, lambda: "Step " in body() and "loss" in body(), "progress after reload", 60)
     wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer path"),
              "the loss chart after reload", 60)

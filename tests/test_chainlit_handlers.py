@@ -630,3 +630,25 @@ def test_a_saved_conversation_resumes_with_what_the_model_saw(wb, tmp_path, monk
     assert asyncio.run(layer.get_thread(session.thread_id))["metadata"]["chat_settings"]
     asyncio.run(layer.delete_thread(session.thread_id))
     assert listed() == [] and asyncio.run(layer.get_thread(session.thread_id)) is None
+
+
+def test_a_resumed_thread_leaves_out_the_frozen_progress_of_a_run_still_going(monkeypatch):
+    """The progress message saved with a conversation stopped updating when its page went away:
+    resumed while the run goes on, it is left out (the re-attached tracker shows the run live);
+    once the run has ended, its last progress stays in the conversation."""
+    from types import SimpleNamespace
+
+    from app.chainlit import training
+    from app.chainlit.tracker import PROGRESS_KEY
+
+    steps = [{"type": "user_message", "metadata": {}},
+             {"type": "assistant_message", "metadata": {PROGRESS_KEY: "e2e-run"}},
+             {"type": "assistant_message", "metadata": {PROGRESS_KEY: "older-run"}}]
+    running = SimpleNamespace(training=SimpleNamespace(running=lambda: "/x/runs/e2e-run"))
+    thread = {"steps": list(steps)}
+    asyncio.run(training.drop_live_progress(running, thread))
+    assert thread["steps"] == [steps[0], steps[2]]
+    idle = SimpleNamespace(training=SimpleNamespace(running=lambda: None))
+    thread = {"steps": list(steps)}
+    asyncio.run(training.drop_live_progress(idle, thread))
+    assert thread["steps"] == steps

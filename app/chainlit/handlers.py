@@ -91,6 +91,7 @@ async def resume(thread: dict) -> None:
         values["model"] = wb.models.default(mode)  # a run deleted since: the mode's default
     cl.user_session.set("loaded_model", values["model"])
     latest = conversation.restore(thread, mode)
+    await training.drop_live_progress(wb, thread)  # Chainlit sends the thread's steps after this
     await cl.ChatSettings(settings_widgets(wb.models.choices(), values)).send()
     await cl.context.emitter.set_commands(training.COMMANDS)
     if latest:

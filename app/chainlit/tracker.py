@@ -24,6 +24,9 @@ from .widgets import settings_widgets
 
 log = logging.getLogger("workbench.chainlit")
 POLL_S = 1.0
+# The progress message's metadata names its run: a saved conversation resumed while that run
+# still goes on leaves it out (training.drop_live_progress), the new tracker shows it live.
+PROGRESS_KEY = "training_run"
 
 
 class Tracker:
@@ -64,6 +67,7 @@ class Tracker:
         verb = "Started" if started else "Following"
         self.message = cl.Message(
             content=f"{verb} training run **{self.name}**…", author="Training",
+            metadata={PROGRESS_KEY: self.name},
             actions=[cl.Action(name="train_stop", label="Stop training", icon="square",
                                payload={}, tooltip="Save a checkpoint and end the run")])
         await self.message.send()

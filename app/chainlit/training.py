@@ -19,7 +19,7 @@ from app.training import ACTIVE, JobError
 from app.workbench import USER_ERRORS
 
 from .render import show_error
-from .tracker import Tracker
+from .tracker import PROGRESS_KEY, Tracker
 from .widgets import TrainCommand
 
 COMMANDS = [{"id": "train", "icon": "dumbbell", "button": True, "persistent": False,
@@ -187,6 +187,17 @@ async def reattach(wb) -> None:
     run_dir = await asyncio.to_thread(wb.training.running)
     if run_dir is not None:
         await follow(wb, run_dir, started=False)
+
+
+async def drop_live_progress(wb, thread: dict) -> None:
+    """A saved conversation being resumed while its run still goes on: leave the run's saved
+    progress message out of what the page gets (it stopped updating when its page went away;
+    reattach() shows the run live). Finished runs keep their last progress in the thread."""
+    run_dir = await asyncio.to_thread(wb.training.running)
+    if run_dir is not None:
+        live = Path(run_dir).name
+        thread["steps"] = [step for step in thread.get("steps") or []
+                           if (step.get("metadata") or {}).get(PROGRESS_KEY) != live]
 
 
 def _tracker() -> Tracker | None:
