@@ -101,3 +101,57 @@ def test_outside_a_span_only_bad_openers_are_masked(gpt2_tokenizer):
 def test_needs_a_name():
     with pytest.raises(ValueError, match="at least one name"):
         InlineCodeConstraint(SimpleNamespace(vocab_size=0, eot_id=0, token_bytes=bytes), [])
+
+
+class OnlyToken:
+    """A constraint that allows one token: shows whether a streamer applies it."""
+
+    def __init__(self, token: int) -> None:
+        self.token, self.seen = token, []
+
+    def __call__(self, logits):
+        out = torch.full_like(logits, float("-inf"))
+        out[self.token] = 0.0
+        return out
+
+    def observe(self, token: int) -> None:
+        self.seen.append(token)
+
+
+def test_both_streamers_apply_a_constraint(tiny_model, bpe_tokenizer):
+    from engine.generation import stream
+    from engine.serving import GenerationService
+
+    token = bpe_tokenizer.encode("e")[0]
+    params = SamplingParams(max_new_tokens=5, seed=0)
+    for streamer in (stream, GenerationService().stream):
+        c = OnlyToken(token)
+        s = streamer(tiny_model, bpe_tokenizer, "hello", params, None, constraint=c)
+        assert s.text() == "e" * 5 and c.seen == [token] * 5
+
+
+def test_a_grounded_reply_holds_names_to_its_sources(tiny_model, bpe_tokenizer):
+    from test_retrieval import RULES, make_index
+
+    from engine.assistant import respond
+
+    seen = {}
+
+    def spy(model, tokenizer, prompt, params, cancel, constraint=None):
+        seen["constraint"] = constraint
+        from engine.generation import stream
+        return stream(model, tokenizer, prompt, params, cancel, constraint=constraint)
+
+    from conftest import make_model
+    ckpt = SimpleNamespace(model=make_model(bpe_tokenizer.vocab_size, block_size=512),
+                           tokenizer=bpe_tokenizer, grounding="python-docs")
+    ask = [{"role": "user", "content": "How do I reverse a list in Python?"}]
+    params = SamplingParams(max_new_tokens=3, seed=0)
+    respond(ask, "python", ckpt, params, code_filter=RULES, index=make_index(), streamer=spy).text()
+    assert {"list.reverse()", "reverse()", "len()"} <= seen["constraint"].names
+    respond(ask, "python", ckpt, params, code_filter=RULES, index=make_index(), streamer=spy,
+            grounded_names=False).text()
+    assert seen["constraint"] is None
+    ungrounded = SimpleNamespace(model=ckpt.model, tokenizer=bpe_tokenizer)
+    respond(ask, "python", ungrounded, params, code_filter=RULES, streamer=spy).text()
+    assert seen["constraint"] is None  # no sources, nothing to hold names to
