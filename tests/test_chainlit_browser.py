@@ -141,18 +141,23 @@ def wait_for(driver, condition, what: str, timeout: float = 30.0):
 
 
 def open_app(driver, server, profile: str | None = None) -> None:
-    """A fresh page (a new Chainlit session), optionally on another chat profile."""
+    """A fresh page (a new Chainlit session), optionally on another chat profile. The page signs
+    in first (saved conversations need a user), so the profile picker and the settings panel
+    come a moment after the message box: each is waited for."""
     driver.get(server["url"])
     wait_for(driver, lambda: driver.find_elements(By.ID, "chat-input"), "the message box")
-    if profile:  # the picker comes with the project settings, which follow the sign-in
-        wait_for(driver, lambda: driver.find_elements(By.ID, "chat-profiles"),
-                 "the profile picker")[0].click()
+    picker = wait_for(driver, lambda: driver.find_elements(By.ID, "chat-profiles"),
+                      "the profile picker")
+    if profile:
+        picker[0].click()
         option = wait_for(driver, lambda: [o for o in driver.find_elements(
             By.CSS_SELECTOR, "[role=option]") if o.text.strip() == profile], f"{profile} option")
         option[0].click()
         wait_for(driver, lambda: profile in driver.find_element(By.ID, "chat-profiles").text,
                  f"the {profile} profile")
-    time.sleep(0.5)  # on_chat_start sends the settings panel
+    # on_chat_start sends the settings panel (its button shows then)
+    wait_for(driver, lambda: driver.find_elements(By.ID, "chat-settings-open-modal"),
+             "the settings button")
 
 
 def send(driver, text: str) -> None:

@@ -171,6 +171,10 @@ class SQLiteDataLayer(SQLAlchemyDataLayer):
         self.async_session = sessionmaker(bind=self.engine, expire_on_commit=False,
                                           class_=AsyncSession)
 
+    async def create_element(self, element) -> None:
+        """Elements are not kept (no storage client, above). Chainlit's create_element would log
+        a warning for each one sent: the task list and the loss chart every second of training."""
+
     async def update_thread(self, thread_id, name=None, user_id=None, metadata=None, tags=None):
         # Chainlit's update_thread reads the metadata, merges, and writes it back; the thread's
         # first update (its name and owner, a task Chainlit starts with the first message) and
