@@ -14,7 +14,9 @@ Runs interleave the sides (ours, CTranslate2, ... in a rotating order) after one
 drift in the machine's load hits all of them alike; each figure is the median over runs of new
 tokens per wall second of the whole call (prefill included; ours also turns tokens into
 streamed text), and the same per CPU second of the process (`*_cpu_tok_s`), which leaves out
-time spent waiting for a core on a shared machine.
+time spent waiting for a core on a shared machine. Every side gets the same thread count; ours
+decodes each token on fewer where engine.generation.DECODE_THREADS says so (reported as
+`ours_decode_step_threads`).
 
 Also measured:
 - memory read bandwidth (summing a 512 MiB float32 tensor, median) with one thread and with
@@ -48,7 +50,7 @@ from benchmarks.common import add_common_arguments, apply_common_arguments, log
 from engine import precision as P
 from engine.checkpoint import Checkpoint
 from engine.config import shape
-from engine.generation import stream
+from engine.generation import DECODE_THREADS, stream
 from engine.hub import export_transformers, to_transformers
 from engine.loading import ROOT
 from engine.model import GPT
@@ -254,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"results": results, "bandwidth": {
         "one_thread_gb_s": round(bw.median(1), 2),
         "all_threads_gb_s": round(bw.median(max(bw.samples)), 2), "all_threads": max(bw.samples),
-        "decode_threads": torch.get_num_threads()}}
+        "decode_threads": torch.get_num_threads(), "ours_decode_step_threads": ours_step_threads()}}
     if args.gate_sequences:
         out["quality_gate"] = quality_gates(args.gate_sequences)
     if concurrent is not None:
@@ -262,6 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     out["load_average"] = loads + [os.getloadavg()[0]]
     print(json.dumps(out), flush=True)
     return 0
+
+
+def ours_step_threads() -> int:
+    """Threads our batch-1 decode steps run on (engine.generation.DECODE_THREADS; prefill and
+    CTranslate2 get decode_threads)."""
+    threads = torch.get_num_threads()
+    return threads if DECODE_THREADS is None else min(threads, DECODE_THREADS)
 
 
 def concurrent_figures(names: list[str], args, folder: Path) -> list[dict]:

@@ -10,12 +10,18 @@ Context window: GPT-2 has learned absolute positions, so a sequence cannot grow 
 block_size. A prompt too long to leave room for the output keeps its most recent tokens; when the
 cache fills during decoding, the most recent half of the window is re-encoded and decoding goes
 on from there. Both are reported in `stats.notices`, never silent.
+
+Threads: on a CPU with at most two cores each decode step (one new token: the model step and
+the draw) runs on one intra-op thread (`DECODE_THREADS`); the prompt's prefill uses torch's
+thread count. See `decode_threads`.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,6 +34,30 @@ from .sampling import Sampler, SamplingParams
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
+
+# Intra-op threads for one decode step of one sequence on the CPU; None keeps torch's count.
+# Such a step is a chain of small kernels (GPT-2 124M at int8: 49 products of one row with a
+# weight matrix, 12 attentions of one query), and torch forks and joins its threads for each
+# of them. On this project's 2-core machine one thread decoded faster than two, and far faster
+# whenever another process wanted a core (python -m benchmarks.decode; docs/engine.md, "Speed").
+# Larger machines keep torch's count until measured there.
+DECODE_THREADS: int | None = 1 if (os.cpu_count() or 1) <= 2 else None
+
+
+@contextlib.contextmanager
+def decode_threads(device: torch.device) -> Iterator[None]:
+    """Run the body on DECODE_THREADS intra-op threads (CPU only), then restore the count.
+    torch's count is per OS thread here (OpenMP), so concurrent streams do not disturb each
+    other."""
+    before = torch.get_num_threads()
+    if device.type != "cpu" or DECODE_THREADS is None or before <= DECODE_THREADS:
+        yield
+        return
+    torch.set_num_threads(DECODE_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass
@@ -104,7 +134,7 @@ class TextStream:
                 stats.finish_reason = "cancelled"
                 break
             history = tokens[max(0, n - window) if window else 0:n]
-            with torch.inference_mode():
+            with torch.inference_mode(), decode_threads(device):
                 token = sampler(logits, history)
             if token == self.tokenizer.eot_id:
                 stats.finish_reason = "eos"
@@ -137,7 +167,8 @@ class TextStream:
         tokens[n] = token
         n += 1
         if cache.pos < block:
-            return self.model(tokens[n - 1:n].view(1, 1), cache=cache, last_only=True)[0][0, -1], n
+            with decode_threads(tokens.device):
+                return self.model(tokens[n - 1:n].view(1, 1), cache=cache, last_only=True)[0][0, -1], n
         # Window full: re-encode the most recent half and continue from there.
         keep = block // 2
         tokens[:keep] = tokens[n - keep:n].clone()

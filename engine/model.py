@@ -98,15 +98,14 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        # (B, T, 3C) -> q, k, v, each (B, n_head, T, head_dim): one view and one permute (views
+        # of c_attn's output, as split + three view/transpose pairs would give, in fewer calls).
+        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
         mask = None
         is_causal = T > 1
         if isinstance(cache, SlotKVCache):  # many generations, one token each (engine.serving)
             y = cache.attend(layer, q, k, v)
-            return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+            return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
         if cache is not None:
             start = cache.pos
             cache.k[layer][:, :, start:start + T] = k
@@ -122,7 +121,7 @@ class CausalSelfAttention(nn.Module):
             q, k, v, attn_mask=mask, is_causal=is_causal,
             dropout_p=self.dropout if self.training else 0.0,
         )
-        y = self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+        y = self.c_proj(y.transpose(1, 2).reshape(B, T, C))
         return self.resid_dropout(y) if self.training and self.dropout else y
 
 

@@ -184,3 +184,37 @@ def test_stats(bpe_tokenizer):
     assert st.prompt_tokens == len(bpe_tokenizer.encode("hello"))
     assert 0 < st.prefill_s <= st.elapsed_s and st.new_tokens <= 8
     assert st.finish_reason in ("length", "eos")
+
+
+def test_decode_steps_run_on_decode_threads_and_prefill_on_all(bpe_tokenizer, monkeypatch):
+    """Each one-token decode step (model and draw) runs on DECODE_THREADS intra-op threads;
+    the prompt's prefill and the window refill keep torch's count, which is restored after
+    every step. The text is the same as decoding on all threads."""
+    from engine import generation
+
+    model = make_model(bpe_tokenizer.vocab_size, seed=9)
+    prompt = bpe_tokenizer.encode("Once upon a time")
+    params = SamplingParams(**GREEDY, max_new_tokens=70)  # past the 64-token window: a refill
+    torch.set_num_threads(2)
+    seen: list[tuple[int, int]] = []  # (tokens fed, threads) per forward pass
+    forward = model.forward
+
+    def recording(idx, *args, **kwargs):
+        seen.append((idx.size(1), torch.get_num_threads()))
+        return forward(idx, *args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", recording)
+    monkeypatch.setattr(generation, "DECODE_THREADS", None)
+    everywhere = stream(model, bpe_tokenizer, prompt, params).text()
+    assert {threads for _, threads in seen} == {2}
+    seen.clear()
+    monkeypatch.setattr(generation, "DECODE_THREADS", 1)
+    s = stream(model, bpe_tokenizer, prompt, params)
+    chunks = []
+    for delta in s:
+        assert torch.get_num_threads() == 2  # the reader's code runs on the full count
+        chunks.append(delta)
+    assert "".join(chunks) == everywhere and s.stats.new_tokens == 70
+    assert {threads for fed, threads in seen if fed == 1} == {1}
+    assert {threads for fed, threads in seen if fed > 1} == {2}  # prefill and the refill
+    assert len([fed for fed, _ in seen if fed > 1]) == 2
