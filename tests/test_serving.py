@@ -180,21 +180,38 @@ def test_time_limit(bpe_tokenizer):
     assert service.limit.active == 0
 
 
+class NoEndOfText:
+    """A per-generation constraint that never lets the model end its text (so a generation runs
+    until it is cancelled, however fast the machine)."""
+
+    def __init__(self, eot_id: int) -> None:
+        self.eot_id = eot_id
+
+    def __call__(self, logits):
+        return logits.index_fill(0, torch.tensor([self.eot_id]), float("-inf"))
+
+    def observe(self, token: int) -> None:
+        pass
+
+
 def test_a_reader_that_goes_away_is_cancelled_and_frees_its_place(bpe_tokenizer):
     model = make_model(bpe_tokenizer.vocab_size, seed=3)
     service = GenerationService(ServingLimits(max_active=1, unread_timeout_s=0.3))
     params = SamplingParams(temperature=1.0, max_new_tokens=100_000, seed=1)
+    endless = NoEndOfText(bpe_tokenizer.eot_id)
 
     def wait_free():
         wait_until(lambda: service.limit.active == 0)
 
-    s = service.stream(model, bpe_tokenizer, "Once", params)  # read once, then never again
+    # read once, then never again (endless: an end-of-text token drawn before the 0.3 s would
+    # end it as "eos" on a fast machine)
+    s = service.stream(model, bpe_tokenizer, "Once", params, constraint=endless)
     next(s)
     wait_free()
     assert s.stats.finish_reason == "cancelled" and "nobody read" in s.stats.notices[-1]
 
     def gradio_like():  # a generator the server closes when the client leaves
-        for delta in service.stream(model, bpe_tokenizer, "Once", params):
+        for delta in service.stream(model, bpe_tokenizer, "Once", params, constraint=endless):
             yield delta
     g = gradio_like()
     next(g)
@@ -202,7 +219,7 @@ def test_a_reader_that_goes_away_is_cancelled_and_frees_its_place(bpe_tokenizer)
     gc.collect()
     wait_free()
 
-    s = service.stream(model, bpe_tokenizer, "Once", params)
+    s = service.stream(model, bpe_tokenizer, "Once", params, constraint=endless)
     next(s)
     del s  # dropped without closing
     gc.collect()
