@@ -316,7 +316,7 @@ def train_head(rows: Sequence[dict], l2: float = 1e-4, band: float = 3.0,
 
 
 DEFAULT_TRAINING = ("tests/data/code_questions.jsonl", "tests/data/code_questions_fresh.jsonl",
-                    "tests/data/code_questions_terse.jsonl")
+                    "tests/data/code_questions_terse.jsonl", "tests/data/code_questions_blind.jsonl")
 
 
 def training_rows(paths: Sequence[Path]) -> list[dict]:

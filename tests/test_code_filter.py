@@ -131,22 +131,27 @@ def test_fresh_set_is_split_by_its_rule_and_never_trained_on():
     assert len({(tuple(r.get("history", [])), r["text"]) for r in rows}) == len(rows), "duplicate prompts"
 
 
-# The blind set (session 3): 360 prompts written by someone who had not seen the other sets or
-# the filter's results; measured once, after the head was retrained: 89.6% of the 357 rows not
-# in the training data (all 360 rows: 89.7%; the head before: 83.9%). A floor against regressions, below issue 13's 98% target.
-BLIND_MIN = 0.89
+# Blind sets: prompts written by someone who had seen neither the other sets nor the filter's
+# results, each measured once. The first (session 3, code_questions_blind.jsonl, 360) is spent:
+# measured, then added to the training data. The second (session 4,
+# code_questions_blind2.jsonl, 420) was measured with the head before and after that retraining
+# (see docs/assistant.md); the floor guards against regressions, below issue 13's 98% target.
+BLIND_MIN = 0.87
 
 
 def blind() -> list[dict]:
-    """The blind rows the head never trained on: three of the 360 (two Python error lines and a
-    French "sort a dict by value" question) happen to be in the development set word for word,
-    and are left out of the measure."""
+    """The blind rows the head never trained on (a few prompts are word for word in the
+    development data and are left out of the measure)."""
     trained = {r["text"].lower().strip() for r in code_filter_model.training_rows(
         [ROOT / p for p in code_filter_model.DEFAULT_TRAINING])}
-    rows = load("code_questions_blind.jsonl")
-    assert len(rows) >= 360 and {r["split"] for r in rows} == {"test"}
+    rows = load("code_questions_blind2.jsonl")
+    assert len(rows) >= 400 and {r["split"] for r in rows} == {"test"}
+    assert {"homonym_other", "terse_code", "school_other", "non_english", "follow_up",
+            "creative"} <= {r["category"] for r in rows}
+    assert len({r["lang"] for r in rows}) >= 6
     unseen = [r for r in rows if r["text"].lower().strip() not in trained]
-    assert len(rows) - len(unseen) <= 3, "blind prompts were added to the training data"
+    # 8 of the 420 are word for word in the training data (short follow-ups, error lines).
+    assert len(rows) - len(unseen) <= 8, "blind prompts were added to the training data"
     return unseen
 
 
