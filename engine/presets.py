@@ -19,12 +19,12 @@ PRESETS: dict[str, dict] = {
         batch_size=16, grad_accum=1, lr=2e-3, warmup_steps=30, max_steps=300, eval_every=100,
         eval_batches=10, save_every=100, log_every=10, sample_tokens=48),
     # The bundled story model, as it was trained (checkpoints/story/README.md has the command):
-    # 2.9M parameters (12 MB), 1.8M tokens seen (~1.3 passes over the 1.4M training tokens of the
+    # 2.9M parameters (12 MB), 4.5M tokens seen (~3.2 passes over the 1.4M training tokens of the
     # Shakespeare and Milton corpus with its 16384 BPE, whose tokens are mostly whole words).
     "story-cpu": dict(
         n_layer=4, n_head=4, n_embd=128, block_size=256, tokenizer="bpe", vocab_size=16384,
-        batch_size=8, grad_accum=1, lr=2e-3, min_lr_ratio=0.1, warmup_steps=30,
-        max_steps=900, weight_decay=0.1, dropout=0.0, eval_every=100, eval_batches=20,
+        batch_size=16, grad_accum=1, lr=2e-3, min_lr_ratio=0.1, warmup_steps=50,
+        max_steps=1100, weight_decay=0.1, dropout=0.0, eval_every=200, eval_batches=20,
         save_every=50, keep_last=2, log_every=10, sample_prompt="The king"),
     # The bundled Python assistant, stage 1 (~30 min): pretraining on the Python documentation
     # (0.9M tokens with a 4096 BPE; 4.9M tokens seen), 4.3M parameters.

@@ -20,8 +20,8 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 COMMON=(--n-layer 4 --n-head 4 --block-size 256 --tokenizer bpe --batch-size 16 --grad-accum 1
         --warmup-steps 50 --weight-decay 0.1 --dropout 0.0 --eval-every 200 --eval-batches 20
         --save-every 100 --log-every 10 --seed 1337 --no-progress)
-STORY_SHAPE=(--n-layer 4 --n-head 4 --block-size 256 --tokenizer bpe --batch-size 8 --grad-accum 1
-             --warmup-steps 30 --weight-decay 0.1 --dropout 0.0 --eval-every 100 --eval-batches 20
+STORY_SHAPE=(--n-layer 4 --n-head 4 --block-size 256 --tokenizer bpe --batch-size 16 --grad-accum 1
+             --warmup-steps 50 --weight-decay 0.1 --dropout 0.0 --eval-every 200 --eval-batches 20
              --save-every 50 --log-every 10 --seed 1337 --no-progress --n-embd 128
              --vocab-size 16384 --lr 2e-3)
 PYTHON_SHAPE=("${COMMON[@]}" --n-embd 256 --vocab-size 4096 --lr 1.5e-3)
@@ -31,7 +31,7 @@ GROUNDED_SFT=(--batch-size 16 --lr 1e-3 --min-lr-ratio 0.1 --warmup-steps 50 --m
 
 story() {
   "$py" -m engine train --data data/stories/stories.txt --out "$runs/story" "${STORY_SHAPE[@]}" \
-    --max-steps 900 --sample-prompt "The king" --force
+    --max-steps 1100 --sample-prompt "The king" --force
   "$py" scripts/publish_bundled.py story "$runs/story"
 }
 

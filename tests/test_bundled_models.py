@@ -95,7 +95,7 @@ def test_bundled_validation_loss_matches_its_card(name):
 # Greedy, float32, on the CPU: the exact text of the bundled weights. A retrained model changes
 # it; then write down its new continuation here (and look at it first).
 GREEDY = {
-    "story": ("The king", "'st,\nAnd I will not,\nAnd I will not,\nAnd I will not,\nAnd I"),
+    "story": ("The king", ", and the king,\nAnd, and the King of the King,\nAnd, and the King of the King"),
     "python-assistant": (format_prompt("How do I reverse a list?"),
                          "Use `d` to make it:\n```\n\n```\n```\n>>> inspect import Containsol"),
 }

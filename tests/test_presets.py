@@ -112,5 +112,5 @@ def test_train_help_lists_the_presets_and_a_presets_values(capsys):
         main(["train", "--preset", "story-cpu", "--help"])
     out = capsys.readouterr().out
     assert "model width (preset story-cpu: 128)" in out
-    assert "optimizer steps (preset story-cpu: 900)" in out
+    assert "optimizer steps (preset story-cpu: 1100)" in out
     assert "AdamW beta1 (default: 0.9)" in out  # a value the preset leaves alone
