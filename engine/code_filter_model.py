@@ -14,8 +14,9 @@ This module runs it with a self-contained BERT forward pass (torch + tokenizers 
 which the engine already needs), not with sentence-transformers or transformers. The docs
 retrieval (engine/retrieval.py) shares the same encoder: shared_encoder().
 
-The head is JSON, engine/assets/code_filter_head.json, trained on tests/data/code_questions.jsonl
-and the "tune" rows of tests/data/code_questions_fresh.jsonl (never its "test" rows):
+The head is JSON, engine/assets/code_filter_head.json, trained on the files in DEFAULT_TRAINING
+(the development set, the "tune" rows of the fresh set, the terse set and the first blind set;
+never a row marked "test", never blind set 2):
 
     python -m engine.code_filter_model train            # write the head
     python -m engine.code_filter_model train --cv 5     # cross-validated accuracy, to choose --l2/--band
