@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from selenium.webdriver.common.keys import Keys
 
 from browser_support import FOUND, INSTALL_HINT, chrome
 from gradio_support import SLOW_PYTHON, free_port, make_checkpoints, make_data
+from gradio_support import stop_process_group as stop_server
 
 from app.display import STORY_OPENINGS
 
@@ -77,16 +77,6 @@ def start_server(env: dict, port: int, log_path: Path) -> subprocess.Popen:
             raise RuntimeError("chainlit did not start:\n" +
                                log_path.read_text(errors="replace")[-3000:])
         time.sleep(0.3)
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
 
 
 @pytest.fixture(scope="module")

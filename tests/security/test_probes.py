@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from gradio_support import free_port, make_checkpoints, make_data
+from gradio_support import stop_process_group as _stop
 
 ROOT = Path(__file__).resolve().parents[2]
 EVIL = "https://evil.example"
@@ -61,15 +61,6 @@ def _wait(proc, url: str, log: Path, headers=None) -> None:
         if proc.poll() is not None or time.time() > deadline:
             raise RuntimeError(f"server did not start:\n{log.read_text(errors='replace')[-3000:]}")
         time.sleep(0.3)
-
-
-def _stop(proc) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
 
 
 @pytest.fixture(scope="module")
