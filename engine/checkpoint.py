@@ -282,8 +282,14 @@ def _load_directory(path: Path, device, dtype) -> Checkpoint:
         model.to(device=device, dtype=dtype).eval()
     card_file = path / "README.md"
     card = card_file.read_text(encoding="utf-8", errors="replace") if card_file.is_file() else ""
+    grounding = read_grounding(path)
+    if grounding:
+        # A grounded model's answers hold their inline names to the sources (engine.inline_code):
+        # index the vocabulary now, with the model's loading, not inside the first answer.
+        from .inline_code import prepare
+        prepare(tokenizer)
     return Checkpoint(model=model, tokenizer=tokenizer, path=path, card=card,
-                      grounding=read_grounding(path))
+                      grounding=grounding)
 
 
 ASSISTANT_FILE = "assistant.json"  # {"grounding": "python-docs"}: how chat should prompt it

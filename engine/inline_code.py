@@ -58,6 +58,12 @@ class _Vocabulary:
         self.longest = max((len(t) for t in self.by_text), default=1)
 
 
+def prepare(tokenizer) -> None:
+    """Build the tokenizer's index ahead of the first constrained answer (about 0.3 s for
+    GPT-2's 50k tokens: worth doing when a grounded model loads, not inside its first reply)."""
+    _vocabulary(tokenizer)
+
+
 def _vocabulary(tokenizer) -> _Vocabulary:
     """One index per tokenizer object, built on first use (about 0.1 s for 50k tokens)."""
     vocab = getattr(tokenizer, "_inline_code_vocabulary", None)

@@ -20,9 +20,11 @@ STORY_TEXT = ("Once upon a time there was a little cat who liked to sit in the s
               "The dog ran to the park and played with a red ball all day long.\n") * 150
 
 
-# A python model slow enough (about 100 tokens/s here) that a browser test can watch a long answer
-# stream and stop it midway however quiet the machine is.
-SLOW_PYTHON = dict(n_layer=4, n_head=4, n_embd=256)
+# A python model slow enough that a browser test can watch a long answer stream and stop it
+# midway however quiet the machine is: 1024 tokens take many seconds. (4 layers x 256 dims was
+# enough until decode steps got faster: at int8 with one thread per step it wrote 1024 tokens
+# in a few seconds, and the Chainlit stop test found the answer already finished.)
+SLOW_PYTHON = dict(n_layer=12, n_head=8, n_embd=512)
 
 
 def make_checkpoints(root: Path, python_shape: dict | None = None, grounded: bool = False) -> Path:
