@@ -146,13 +146,12 @@ def respond(conversation: Sequence[Mapping], mode: str, checkpoint, params: Samp
             turns, sources, tokenizer, model.config.block_size, params.max_new_tokens, system)
         reply.notices.extend(notices)
         params = params.replace(stop=params.stop + tuple(s for s in STOP if s not in params.stop))
+    extra = {}
     if reply.sources and grounded_names:
         # Names in `backticks` spelled only as the sources spell them (engine.inline_code).
         from .inline_code import InlineCodeConstraint
-        constraint = InlineCodeConstraint.for_passages(tokenizer, reply.sources)
-        reply.stream = streamer(model, tokenizer, reply.prompt, params, cancel, constraint=constraint)
-    else:
-        reply.stream = streamer(model, tokenizer, reply.prompt, params, cancel)
+        extra["constraint"] = InlineCodeConstraint.for_passages(tokenizer, reply.sources)
+    reply.stream = streamer(model, tokenizer, reply.prompt, params, cancel, **extra)
     reply.stream.stats.notices.extend(reply.notices)
     return reply
 
