@@ -349,9 +349,9 @@ class CodeQuestionFilter:
         if ev.sure or not use_model or self.model is None or not ev.english:
             # The encoder knows English only; on other languages the rules decide alone.
             return _decision(items, ev.rules_logit, None, ev.lone)
-        vector = self.model.encoder.encode(_clip(text))
-        logit = self.model.full_logit(ev.features, vector)
-        topic = self.model.topic(vector)
+        vectors = self.model.encoder.encode_layers(_clip(text))
+        logit = self.model.full_logit(ev.features, vectors)
+        topic = self.model.topic(vectors)
         if logit > 0:
             reading = "reads like a programming question"
         elif topic:
