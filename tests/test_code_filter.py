@@ -154,6 +154,8 @@ def blind() -> list[dict]:
     trained = {r["text"].lower().strip() for r in code_filter_model.training_rows(
         [ROOT / p for p in code_filter_model.DEFAULT_TRAINING])}
     rows = load(BLIND_FILE)
+    # The checks below describe blind set 2 (size, categories, languages, 8 rows word for word in
+    # the training data); set 3's own description replaces them when BLIND_FILE names it.
     assert len(rows) >= 400 and {r["split"] for r in rows} == {"test"}
     assert {"homonym_other", "terse_code", "school_other", "non_english", "follow_up",
             "creative"} <= {r["category"] for r in rows}
