@@ -10,7 +10,7 @@ from transformers import (RepetitionPenaltyLogitsProcessor, TemperatureLogitsWar
                           TopKLogitsWarper, TopPLogitsWarper)
 
 from engine.sampling import (RepetitionPenalty, Sampler, SamplingParams, Temperature, TopK, TopP,
-                             explain, processors)
+                             draw_rows, explain, processors)
 
 V = 1000
 
@@ -216,3 +216,65 @@ def test_explain_shows_exactly_top_candidates_when_sampling_reorders_them():
     assert 10 in out["token_ids"] and 9 not in out["token_ids"]  # 9: the least likely raw one
     assert out["token_ids"][:9] == list(range(9))  # the rest keep the raw order
     assert all(len(s["probs"]) == 10 for s in out["stages"])
+
+
+def test_draw_rows_draws_what_each_sampler_would_alone():
+    """draw_rows (the batching scheduler's draws) gives every row the token its own Sampler
+    would draw from the same logits and history, step after step with the same generators:
+    rows that share top-k settings (one batched topk), others with their own, greedy, top-p
+    alone, and a row whose top k ties (the full-vocabulary fallback)."""
+    settings = [SamplingParams(temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.1, seed=1),
+                SamplingParams(temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.1, seed=2),
+                SamplingParams(temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.1, seed=2),
+                SamplingParams(temperature=1.3, top_k=5, repetition_penalty=1.5, seed=3),
+                SamplingParams(temperature=0.0, repetition_penalty=1.2),
+                SamplingParams(temperature=1.0, top_k=0, top_p=0.9, seed=4),
+                SamplingParams(temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.1, seed=5)]
+    alone = [Sampler(p) for p in settings]
+    batched = [Sampler(p) for p in settings]
+    gen = torch.Generator().manual_seed(0)
+    histories = [torch.randint(0, V, (n,), generator=gen) for n in (0, 30, 30, 7, 12, 5, 40)]
+    for step in range(20):
+        logits = torch.randn(len(settings), V, generator=gen) * 3
+        logits[-1, :60] = 9.0  # the last row: 60 tokens tie above its top 50
+        expected = [s(logits[i].clone(), histories[i]) for i, s in enumerate(alone)]
+        assert draw_rows(batched, logits.clone(), histories) == expected
+        histories = [torch.cat([h, torch.tensor([t])]) for h, t in zip(histories, expected)]
+
+
+def test_draw_rows_on_a_subset_and_with_a_constraint():
+    """Rows with different top-k settings take different batched topks; a row with a
+    constraint is drawn by its Sampler (which masks its logits first)."""
+
+    class OnlyEven:
+        def __call__(self, logits):
+            return logits.masked_fill(torch.arange(logits.size(-1)) % 2 == 1, float("-inf"))
+
+        def observe(self, token):
+            self.last = token
+
+    params = SamplingParams(temperature=0.9, top_k=20, seed=9)
+    rows = [Sampler(params), Sampler(params.replace(top_k=7)), Sampler(params, constraint=OnlyEven())]
+    logits = torch.randn(3, V, generator=torch.Generator().manual_seed(1))
+    history = torch.tensor([1, 2, 3])
+    again = [Sampler(params), Sampler(params.replace(top_k=7)), Sampler(params, constraint=OnlyEven())]
+    expected = [s(logits[i].clone(), history) for i, s in enumerate(again)]
+    tokens = draw_rows(rows, logits.clone(), [history] * 3)
+    assert tokens == expected and tokens[2] % 2 == 0 and rows[2].constraint.last == tokens[2]
+
+
+def test_top_rows_equals_torch_topk():
+    """The blockwise top-n of draw_rows gives torch.topk's values and token ids, on a
+    GPT-2-sized vocabulary, with ties (then it is torch.topk) and on a small vocabulary."""
+    from engine.sampling import top_rows
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 50257, generator=gen) * 3
+    logits[1, 100:140] = 20.0  # 40 ties at the top
+    logits[2, -3:] = 30.0  # the largest in the last, partial block
+    for n in (1, 6, 51):
+        values, ids = top_rows(logits, n)
+        expected = torch.topk(logits, n)
+        assert torch.equal(values, expected.values) and torch.equal(ids, expected.indices)
+    small = torch.randn(3, V, generator=gen)
+    assert torch.equal(top_rows(small, 51)[1], torch.topk(small, 51).indices)
