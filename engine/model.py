@@ -41,8 +41,8 @@ class SlotKVCache:
     per generation, each at its own position, padded to a common length.
 
     A decode step feeds one new token per row for rows 0..n-1; row i's token sits at position
-    `lengths[i]`. Rows attend only to their own filled positions (a boolean mask hides the
-    padding), so a short prompt and a long one can share a step. The tensors start zeroed: the
+    `lengths[i]`. Rows attend only to their own filled positions (a mask hides the padding),
+    so a short prompt and a long one can share a step. The tensors start zeroed: the
     padding is never attended to, but it must be finite (0 x NaN would still be NaN).
     """
 
@@ -59,14 +59,23 @@ class SlotKVCache:
 
     def begin_step(self, rows: int, device: torch.device) -> torch.Tensor:
         """Positions of the next token of rows 0..rows-1 (for the position embedding); fixes
-        the attention mask for this step's layers."""
+        where this step's keys and values go and the attention mask, for all its layers."""
         lengths = self.lengths[:rows]
         if max(lengths) >= self.max_len:
             raise ValueError(f"a row of the cache is full ({self.max_len} positions)")
         pos = torch.tensor(lengths, dtype=torch.long, device=device)
         span = max(lengths) + 1
-        mask = torch.arange(span, device=device).view(1, 1, 1, span) <= pos.view(-1, 1, 1, 1)
-        self._step = (pos, mask, span)
+        # Row i's new key and value go to position lengths[i] of each head: flat indices into
+        # a layer's (slots * n_head * max_len, head_dim) view, one per (row, head).
+        n_head = self.k[0].size(1)
+        heads = torch.arange(n_head, device=device)
+        where = ((torch.arange(rows, device=device).view(-1, 1) * n_head + heads) * self.max_len
+                 + pos.view(-1, 1)).view(-1)
+        # Additive mask (what SDPA makes of a boolean one, made once per step, not per layer):
+        # 0 on each row's filled positions and its new one, -inf on the padding after them.
+        mask = torch.zeros(rows, 1, 1, span, device=device, dtype=self.k[0].dtype).masked_fill_(
+            torch.arange(span, device=device).view(1, 1, 1, span) > pos.view(-1, 1, 1, 1), float("-inf"))
+        self._step = (where, mask, span)
         return pos
 
     def end_step(self, rows: int) -> None:
@@ -77,10 +86,10 @@ class SlotKVCache:
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Store this step's keys and values (B, H, 1, D) at each row's position; attention of
         q over each row's filled positions. Returns (B, H, 1, D)."""
-        pos, mask, span = self._step
-        rows = torch.arange(q.size(0), device=q.device)
-        self.k[layer][rows, :, pos] = k[:, :, 0]
-        self.v[layer][rows, :, pos] = v[:, :, 0]
+        where, mask, span = self._step
+        B, H, _, D = k.shape
+        self.k[layer].view(-1, D).index_copy_(0, where, k.reshape(B * H, D))
+        self.v[layer].view(-1, D).index_copy_(0, where, v.reshape(B * H, D))
         keys = self.k[layer][:q.size(0), :, :span]
         values = self.v[layer][:q.size(0), :, :span]
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
