@@ -44,16 +44,21 @@ log = logging.getLogger(__name__)
 DECODE_THREADS: int | None = 1 if (os.cpu_count() or 1) <= 2 else None
 
 
+def decode_threads(device: torch.device) -> contextlib.AbstractContextManager:
+    """Run the body on DECODE_THREADS intra-op threads (CPU only), then restore the count."""
+    return intra_op_threads(device, DECODE_THREADS)
+
+
 @contextlib.contextmanager
-def decode_threads(device: torch.device) -> Iterator[None]:
-    """Run the body on DECODE_THREADS intra-op threads (CPU only), then restore the count.
-    torch's count is per OS thread here (OpenMP), so concurrent streams do not disturb each
-    other."""
+def intra_op_threads(device: torch.device, threads: int | None) -> Iterator[None]:
+    """Run the body on at most `threads` intra-op threads (CPU only; None: torch's count),
+    then restore the count. torch's count is per OS thread here (OpenMP), so concurrent
+    streams do not disturb each other."""
     before = torch.get_num_threads()
-    if device.type != "cpu" or DECODE_THREADS is None or before <= DECODE_THREADS:
+    if device.type != "cpu" or threads is None or before <= threads:
         yield
         return
-    torch.set_num_threads(DECODE_THREADS)
+    torch.set_num_threads(threads)
     try:
         yield
     finally:

@@ -10,9 +10,15 @@ One scheduler per loaded model runs in its own thread and steps all of that mode
 generations together: one batched forward pass per step (GPT.decode_rows over a SlotKVCache),
 so eight readers share each read of the weights instead of fighting for the cores with eight
 batch-1 passes. Each generation keeps its own sampling settings, random generator (seed), stop
-strings, cancel, and position in the cache. Requests join and leave between steps: a newcomer's
-prompt is prefilled on its own (batch 1), then its row joins the next batched step; a finished
-row's slot is reused.
+strings, cancel, and position in the cache. Requests join and leave between steps: newcomers'
+prompts are prefilled (those of about the same length together, right-padded), then their rows
+join the next batched step; a finished row's slot is reused. The draws of a step go through
+sampling.draw_rows (one top-k for the rows that share settings, each row's own generator).
+
+Threads: on a CPU with at most two cores every step runs on one intra-op thread (BATCH_THREADS
+for two or more rows, generation.DECODE_THREADS for one); prefills keep torch's count. Two
+threads made an 8-row step of the 124M shape up to 4x slower whenever another process wanted
+a core (docs/engine.md, "Serving many requests").
 
 Limits for the whole server (ServingLimits): at most `max_active` generations in flight over all
 models; up to `max_queue` more wait in order and can ask how many are ahead of them; beyond that
@@ -25,10 +31,10 @@ Per-request text semantics are generation.stream()'s own (TextDeltas: UTF-8-safe
 strings held back and never emitted; fit_prompt; the same window refill with its notice).
 
 Seeds: a seeded request draws from its own torch.Generator, exactly as stream() does. Its text
-is reproducible for a given batch composition (the same requests stepping together). In a batch
-the logits come from a batched matrix product whose rounding can differ in the last bits from
-a batch-1 pass, so where two candidate tokens are nearly tied a seeded (or greedy) request can
-pick differently alone and in company; greedy decoding of clear winners is identical. With
+is reproducible for a given batch composition (the same requests stepping together, and
+prefilled together). In a batch the logits come from a batched matrix product whose rounding
+can differ in the last bits from a batch-1 pass, so where two candidate tokens are nearly tied
+a seeded (or greedy) request can pick differently alone and in company; greedy decoding of clear winners is identical. With
 int8 weights (engine.precision) the CPU kernel quantizes each layer's input with one scale for
 the whole batch, so the other rows' values move a row's logits a little more than rounding does.
 """
@@ -46,11 +52,14 @@ import weakref
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 
-from .generation import GenerationStats, TextDeltas, fit_prompt, prompt_ids
+from . import generation
+from .generation import (DECODE_THREADS, GenerationStats, TextDeltas, fit_prompt, intra_op_threads,
+                         prompt_ids)
 from .model import GPT, KVCache, SlotKVCache
-from .sampling import Sampler, SamplingParams
+from .sampling import Sampler, SamplingParams, draw_rows
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -59,6 +68,16 @@ Cancel = threading.Event | Callable[[], bool] | None
 _END = object()  # the last item a request's output queue receives
 _exiting = threading.Event()  # the interpreter is shutting down: schedulers stop
 _threads: "weakref.WeakSet[threading.Thread]" = weakref.WeakSet()
+
+# Intra-op threads for a step of two or more rows (the draws, and the forward pass of every
+# row); a step of one row is a batch-1 decode step and runs on generation.DECODE_THREADS.
+# Prefills keep torch's count. None: torch's count.
+BATCH_THREADS: int | None = DECODE_THREADS
+
+
+def step_threads(rows: int) -> int | None:
+    """Intra-op threads for a scheduler step of `rows` rows (None: torch's count)."""
+    return generation.DECODE_THREADS if rows == 1 else BATCH_THREADS
 
 
 @atexit.register
@@ -112,8 +131,26 @@ class _Request:
         self.text: TextDeltas | None = None
         self.sampler: Sampler | None = None
         self.ctx: list[int] = []  # token ids in context (the model's window)
+        self.ctx_ids: np.ndarray | None = None  # the same ids, for the repetition penalty
         self.logits: torch.Tensor | None = None  # for the next token
         self.next_token = 0
+
+    def set_ctx(self, ids: list[int], block: int) -> None:
+        """The token ids in context; kept in an array too (one slot past the window, for the
+        token that fills it), written one id per step: no tensor built from a list per step."""
+        self.ctx = ids
+        if self.ctx_ids is None:
+            self.ctx_ids = np.empty(block + 1, dtype=np.int64)
+        self.ctx_ids[:len(ids)] = ids
+
+    def push(self, token: int) -> None:
+        self.ctx_ids[len(self.ctx)] = token
+        self.ctx.append(token)
+
+    def history(self, device: torch.device) -> torch.Tensor:
+        """The ids the repetition penalty looks at."""
+        n, window = len(self.ctx), self.params.repetition_window
+        return torch.from_numpy(self.ctx_ids[max(0, n - window) if window else 0:n]).to(device)
 
     def cancelled(self) -> bool:
         c = self.cancel
@@ -299,6 +336,7 @@ class ModelScheduler:
         self.rows: list[_Request] = []  # row i of the cache belongs to rows[i]
         self.cache: SlotKVCache | None = None
         self.steps = 0  # batched decode steps run (for tests and benchmarks)
+        self._logits: torch.Tensor | None = None  # the last step's (rows, V) logits, when whole
 
     def join(self, req: _Request) -> None:
         with self._cond:
@@ -325,8 +363,7 @@ class ModelScheduler:
                 return
             try:
                 with torch.inference_mode():
-                    for req in joins:
-                        self._admit(model, req)
+                    self._admit(model, joins)
                     self._sample()
                     self._decode(model)
             except Exception as e:  # a bug or out of memory: every reader hears of it
@@ -337,34 +374,54 @@ class ModelScheduler:
                         self._finish(req, None)
                 self.rows, self.cache = [], None
 
-    def _admit(self, model: GPT, req: _Request) -> None:
-        """Prefill a newcomer's prompt (batch 1) and give it a row."""
-        if req.cancelled():
-            self._finish(req, "cancelled")
-            return
-        req.state, req.started = "running", time.perf_counter()
-        req.last_read = req.started
+    def _admit(self, model: GPT, joins: list[_Request]) -> None:
+        """Give newcomers rows and prefill their prompts: those of about the same length in one
+        forward pass (prefill_groups), so they share its reads of the weights."""
         param = next(model.parameters())
         block = model.config.block_size
-        req.ctx = fit_prompt(req.ids, req.tokenizer, req.params, block, req.stats.notices)
-        req.sampler = Sampler(req.params, param.device, req.constraint)
-        req.text = TextDeltas(req.tokenizer, req.params.stop)
-        req.stats.finish_reason = "length"
-        self._reserve(model, len(self.rows) + 1,
-                      min(block, len(req.ctx) + req.params.max_new_tokens))
-        self.rows.append(req)
-        req.logits = self._prefill(model, len(self.rows) - 1, req.ctx)
-        req.stats.prefill_s = time.perf_counter() - req.started
+        newcomers = []
+        for req in joins:
+            if req.cancelled():
+                self._finish(req, "cancelled")
+                continue
+            req.state, req.started = "running", time.perf_counter()
+            req.last_read = req.started
+            req.set_ctx(fit_prompt(req.ids, req.tokenizer, req.params, block, req.stats.notices), block)
+            req.sampler = Sampler(req.params, param.device, req.constraint)
+            req.text = TextDeltas(req.tokenizer, req.params.stop)
+            req.stats.finish_reason = "length"
+            newcomers.append(req)
+        if not newcomers:
+            return
+        self._reserve(model, len(self.rows) + len(newcomers),
+                      max(min(block, len(r.ctx) + r.params.max_new_tokens) for r in newcomers))
+        for group in prefill_groups(newcomers):
+            first = len(self.rows)
+            self.rows.extend(group)
+            logits = self._prefill(model, first, [req.ctx for req in group])
+            for req, row_logits in zip(group, logits):
+                req.logits = row_logits
+                req.stats.prefill_s = time.perf_counter() - req.started
+        self._logits = None
 
-    def _prefill(self, model: GPT, row: int, ids: list[int]) -> torch.Tensor:
-        """Run the model on ids alone and put their keys and values in the row."""
+    def _prefill(self, model: GPT, first: int, prompts: list[list[int]]) -> torch.Tensor:
+        """Run the model on prompts (token ids) and put their keys and values in rows first,
+        first + 1, ...; returns the logits of each prompt's next token (len(prompts), V).
+        Prompts shorter than the longest are padded after their end with their last token:
+        causal attention keeps the padding out of the real positions, and the padding's keys
+        and values land where the row's mask hides them until its own tokens overwrite them."""
         param = next(model.parameters())
-        tmp = KVCache(model.config, 1, len(ids), param.device, param.dtype)
-        logits = model(torch.tensor([ids], device=param.device), cache=tmp, last_only=True)[0][0, -1]
+        n = max(len(ids) for ids in prompts)
+        idx = torch.tensor([ids + ids[-1:] * (n - len(ids)) for ids in prompts], device=param.device)
+        tmp = KVCache(model.config, len(prompts), n, param.device, param.dtype)
+        hidden = model.hidden(idx, cache=tmp)
+        last = torch.tensor([len(ids) - 1 for ids in prompts], device=param.device)
+        logits = model.lm_head(hidden[torch.arange(len(prompts), device=param.device), last])
+        rows = slice(first, first + len(prompts))
         for layer in range(model.config.n_layer):
-            self.cache.k[layer][row, :, :len(ids)] = tmp.k[layer][0]
-            self.cache.v[layer][row, :, :len(ids)] = tmp.v[layer][0]
-        self.cache.lengths[row] = len(ids)
+            self.cache.k[layer][rows, :, :n] = tmp.k[layer]
+            self.cache.v[layer][rows, :, :n] = tmp.v[layer]
+        self.cache.lengths[rows] = [len(ids) for ids in prompts]
         return logits
 
     def _reserve(self, model: GPT, rows: int, length: int) -> None:
@@ -387,11 +444,12 @@ class ModelScheduler:
         self.cache = grown
 
     def _sample(self) -> None:
-        """Each row draws its next token from its logits; finished rows leave."""
+        """Each row draws its next token from its logits (one draw_rows for all of them);
+        finished rows leave."""
         now = time.perf_counter()
         limits = self.limit.limits
-        done = []
-        for i, req in enumerate(self.rows):
+        live = []
+        for req in self.rows:
             if req.cancelled():
                 self._finish(req, "cancelled")
             elif now - req.started > limits.time_limit_s:
@@ -401,19 +459,25 @@ class ModelScheduler:
                 self._finish(req, "cancelled", f"Stopped: nobody read the answer for "
                                                f"{limits.unread_timeout_s:g} seconds.")
             else:
-                self._next_token(req)
-            if req.state == "done":
-                done.append(i)
-        for i in reversed(done):
-            self._drop_row(i)
+                live.append(req)
+        if live:
+            # The last step's logits as they are when every row is in it, else gathered (rows
+            # that joined or were refilled since have logits of their own).
+            logits = self._logits
+            if logits is None or not len(live) == len(self.rows) == logits.size(0):
+                logits = torch.stack([req.logits for req in live])
+            with intra_op_threads(logits.device, step_threads(len(live))):
+                tokens = draw_rows([req.sampler for req in live], logits,
+                                   [req.history(logits.device) for req in live])
+            for req, token in zip(live, tokens):
+                self._next_token(req, token)
+        self._logits = None
+        for i in reversed(range(len(self.rows))):
+            if self.rows[i].state == "done":
+                self._drop_row(i)
 
-    def _next_token(self, req: _Request) -> None:
+    def _next_token(self, req: _Request, token: int) -> None:
         """generation.TextStream's per-token rules: eos, stop strings, max_new_tokens."""
-        p = req.params
-        window = p.repetition_window
-        history = torch.tensor(req.ctx[-window:] if window else req.ctx, dtype=torch.long,
-                               device=req.logits.device)
-        token = req.sampler(req.logits, history)
         if token == req.tokenizer.eot_id:
             self._finish(req, "eos")
             return
@@ -426,10 +490,10 @@ class ModelScheduler:
         if delta:
             req.stats.elapsed_s = time.perf_counter() - req.started
             req.emit(delta)
-        if req.stats.new_tokens == p.max_new_tokens:
+        if req.stats.new_tokens == req.params.max_new_tokens:
             self._finish(req, "length")
             return
-        req.ctx.append(token)
+        req.push(token)
         req.next_token = token
 
     def _decode(self, model: GPT) -> None:
@@ -444,10 +508,11 @@ class ModelScheduler:
                 batch.append(i)
                 continue
             keep = block // 2
-            req.ctx = req.ctx[-keep:]
+            req.set_ctx(req.ctx[-keep:], block)
             req.stats.notices.append(f"Reached the {block}-token context window; continuing "
                                      f"from the last {keep} tokens.")
-            req.logits = self._prefill(model, i, req.ctx)
+            req.logits = self._prefill(model, i, [req.ctx])[0]
+            self._logits = None
         if batch != list(range(len(batch))):  # rare: move refilled rows out of the batch's way
             self._reorder(batch + [i for i in range(len(self.rows)) if i not in batch])
         n = len(batch)
@@ -455,9 +520,11 @@ class ModelScheduler:
             return
         device = self.rows[0].logits.device
         idx = torch.tensor([self.rows[i].next_token for i in range(n)], device=device)
-        logits = model.decode_rows(idx, self.cache)
+        with intra_op_threads(device, step_threads(n)):
+            logits = model.decode_rows(idx, self.cache)
         for i in range(n):
             self.rows[i].logits = logits[i]
+        self._logits = logits
         self.steps += 1
 
     def _reorder(self, order: list[int]) -> None:
@@ -486,6 +553,22 @@ class ModelScheduler:
             return
         req.end(reason, notice)
         self.limit.release()
+
+
+def prefill_groups(requests: list[_Request], max_tokens: int = 4096) -> list[list[_Request]]:
+    """Newcomers in groups to prefill together, shortest prompts first: a prompt joins the group
+    before it while the group's padding stays under a quarter of its tokens and the group under
+    max_tokens (padded); otherwise it starts a group."""
+    groups: list[list[_Request]] = []
+    for req in sorted(requests, key=lambda r: len(r.ctx)):
+        n = len(req.ctx)
+        group = groups[-1] if groups else []
+        padded = (len(group) + 1) * n  # sorted: this prompt is the group's longest
+        if group and padded <= max_tokens and padded <= 1.25 * (sum(len(r.ctx) for r in group) + n):
+            group.append(req)
+        else:
+            groups.append([req])
+    return groups
 
 
 class GenerationService:

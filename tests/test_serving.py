@@ -36,9 +36,13 @@ class GatedModel(torch.nn.Module):
         self.config = model.config
         self.permits = threading.Semaphore(0)
         self.batch_sizes: list[int] = []
+        self.lm_head = model.lm_head
 
     def forward(self, *args, **kwargs):
         return self.inner(*args, **kwargs)
+
+    def hidden(self, *args, **kwargs):  # the scheduler's prefill: hidden states, then lm_head
+        return self.inner.hidden(*args, **kwargs)
 
     def decode_rows(self, idx, cache):
         assert self.permits.acquire(timeout=20), "test did not release the scheduler"
@@ -291,3 +295,103 @@ def test_window_refill_in_a_batch_matches_stream(bpe_tokenizer):
     assert [(s.token_ids, s.stats.notices) for s in got] == expected
     assert all(any("Reached the 64-token context window" in n for n in s.stats.notices)
                for s in got)
+
+
+class RecordingModel(GatedModel):
+    """A GatedModel that records the intra-op thread count of each prefill (hidden) and each
+    batched step (decode_rows), with the step's row count or the prefill's batch size."""
+
+    def __init__(self, model) -> None:
+        super().__init__(model)
+        self.prefills: list[tuple[int, int]] = []  # (prompts, threads)
+        self.steps: list[tuple[int, int]] = []  # (rows, threads)
+
+    def hidden(self, idx, *args, **kwargs):
+        self.prefills.append((idx.size(0), torch.get_num_threads()))
+        return super().hidden(idx, *args, **kwargs)
+
+    def decode_rows(self, idx, cache):
+        self.steps.append((idx.size(0), torch.get_num_threads()))
+        return super().decode_rows(idx, cache)
+
+
+def test_steps_run_on_their_thread_counts_and_give_the_same_text(bpe_tokenizer, monkeypatch):
+    """A step of two or more rows runs on serving.BATCH_THREADS intra-op threads, a step of one
+    row on generation.DECODE_THREADS; prefills keep the scheduler thread's count, which every
+    step restores (a request that joins after steps ran prefills on it again). The tokens are
+    the same as with torch's count everywhere."""
+    from engine import generation, serving
+
+    model = make_model(bpe_tokenizer.vocab_size, seed=3)
+    settings = [SamplingParams(**GREEDY, max_new_tokens=12),
+                SamplingParams(temperature=0.9, top_k=20, top_p=0.9, repetition_penalty=1.2,
+                               max_new_tokens=12, seed=5),
+                SamplingParams(temperature=0.9, top_k=20, top_p=0.9, repetition_penalty=1.2,
+                               max_new_tokens=12, seed=6)]
+    prompts = ["Once upon a time", "The dog", "def add(a, b):"]
+
+    def run(batch_threads, decode_threads):
+        monkeypatch.setattr(serving, "BATCH_THREADS", batch_threads)
+        monkeypatch.setattr(generation, "DECODE_THREADS", decode_threads)
+        rec = RecordingModel(model)
+        service = GenerationService(ServingLimits(max_active=4))
+        first = service.stream(rec, bpe_tokenizer, prompts[0], settings[0])
+        wait_until(lambda: first._req.state != "queued")
+        rec.permits.release()  # one step of one row
+        wait_until(lambda: len(rec.steps) == 1)
+        rest = [service.stream(rec, bpe_tokenizer, p, s) for p, s in zip(prompts[1:], settings[1:])]
+        for _ in range(100):
+            rec.permits.release()
+        streams = [first] + rest
+        for s in streams:
+            s.text()
+        return [s.token_ids for s in streams], rec
+
+    everywhere, rec = run(None, None)
+    full = rec.prefills[0][1]  # the scheduler thread's count
+    assert {threads for _, threads in rec.prefills + rec.steps} == {full}
+    tokens, rec = run(1, 1)
+    assert tokens == everywhere
+    assert {threads for _, threads in rec.prefills} == {full}
+    assert {threads for _, threads in rec.steps} == {1}
+    if full >= 2:  # one row on DECODE_THREADS, more on BATCH_THREADS
+        tokens, rec = run(None, 1)
+        assert tokens == everywhere
+        assert {threads for rows, threads in rec.steps if rows == 1} == {1}
+        assert {threads for rows, threads in rec.steps if rows > 1} == {full}
+        assert {threads for _, threads in rec.prefills} == {full}
+
+
+def test_newcomers_of_similar_length_prefill_together(bpe_tokenizer):
+    """Requests that join at the same step prefill in one forward pass when their prompts are
+    of about the same length (right-padded), a much longer one on its own; each writes what
+    it would alone."""
+    from engine.serving import prefill_groups
+
+    model = make_model(bpe_tokenizer.vocab_size, seed=3)
+    rec = RecordingModel(model)
+    service = GenerationService(ServingLimits(max_active=5))
+    prompts = ["Once upon a time", "Once upon a time there", "The dog ran to the",
+               "The dog ran to the park and played with the ball in the sun all day long"]
+    expected = []
+    for p in prompts + ["Hello"]:
+        s = stream(model, bpe_tokenizer, p, SamplingParams(**GREEDY, max_new_tokens=10))
+        s.text()
+        expected.append(s.token_ids)
+    first = service.stream(rec, bpe_tokenizer, "Hello", SamplingParams(**GREEDY, max_new_tokens=10))
+    wait_until(lambda: first._req.state != "queued")  # prefilled alone; waits for a permit
+    rest = [service.stream(rec, bpe_tokenizer, p, SamplingParams(**GREEDY, max_new_tokens=10))
+            for p in prompts]
+    for _ in range(100):
+        rec.permits.release()
+    assert [s.text() and s.token_ids for s in rest + [first]] == expected
+    assert sorted(n for n, _ in rec.prefills) == [1, 1, 3]  # "Hello"; the long one; three
+    lengths = [len(bpe_tokenizer.encode(p)) for p in prompts]
+    assert max(lengths[:3]) * 3 <= 1.25 * sum(lengths[:3]) < lengths[3] * 4  # as grouped
+
+    class R:  # prefill_groups only reads .ctx
+        def __init__(self, n):
+            self.ctx = [0] * n
+
+    groups = prefill_groups([R(n) for n in (10, 40, 11, 12, 300, 9)], max_tokens=4096)
+    assert [[len(r.ctx) for r in g] for g in groups] == [[9, 10, 11, 12], [40], [300]]
