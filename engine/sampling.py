@@ -220,18 +220,18 @@ class Sampler:
                 return int(indices[int(torch.multinomial(probs, 1, generator=self.generator))])
         elif p.top_k == 0 and p.top_p < 1.0:
             return self._nucleus(logits)
-        return self._draw_full(logits)
+        return self._draw_full(logits, history)
 
     def top_k_path(self, vocab_size: int) -> bool:
         """Whether a draw starts from the top k+1 logits (which draw_rows takes for many rows
         at once)."""
         return not self.params.greedy and 0 < self.params.top_k < vocab_size
 
-    def _draw_full(self, logits: torch.Tensor) -> int:
+    def _draw_full(self, logits: torch.Tensor, history: torch.Tensor) -> int:
         """Temperature, top-k, top-p over the whole vocabulary of penalised logits, and a draw."""
-        p, none = self.params, logits[:0].long()
-        logits = Temperature(p.temperature)(logits, none)
-        logits = TopP(p.top_p)(TopK(p.top_k)(logits, none), none)
+        p = self.params
+        logits = Temperature(p.temperature)(logits, history)
+        logits = TopP(p.top_p)(TopK(p.top_k)(logits, history), history)
         return int(torch.multinomial(logits.softmax(-1), 1, generator=self.generator))
 
     def _nucleus(self, logits: torch.Tensor) -> int:
@@ -314,7 +314,7 @@ def draw_rows(samplers: Sequence[Sampler], logits: torch.Tensor,
             if untied[j]:
                 tokens[i] = ids[j][int(torch.multinomial(probs[j], 1, generator=s.generator))]
             else:  # more than k logits tie at the k-th value: as Sampler does
-                tokens[i] = s._draw_full(batch[j])
+                tokens[i] = s._draw_full(batch[j], histories[i])
     return tokens
 
 
