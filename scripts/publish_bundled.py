@@ -1,9 +1,9 @@
 """Copy a finished run's best checkpoint into checkpoints/<name> with its model card.
 
     python scripts/publish_bundled.py story runs/bundled/story
-    python scripts/publish_bundled.py python-assistant runs/bundled/python-grounded \
+    python scripts/publish_bundled.py python-assistant runs/bundled/python-grounded-more \
         --pretrain-run runs/bundled/python-docs --sft-run runs/bundled/python-sft \
-        --eval runs/bundled/eval-assistant.json
+        --grounded-run runs/bundled/python-grounded --eval runs/bundled/eval-assistant.json
 
 The card is written from the run's own records (metrics.jsonl, train_config.json) plus sample
 outputs generated here with fixed seeds, so every number in it is measured, none typed in.
@@ -134,6 +134,8 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("--pretrain-run", type=Path)
     ap.add_argument("--sft-run", type=Path, help="a first instruction-tuning run (before --run)")
+    ap.add_argument("--grounded-run", type=Path,
+                    help="the first grounded instruction-tuning run, when RUN continues it")
     ap.add_argument("--eval", type=Path, help="JSON printed by `python -m engine eval-assistant`")
     ap.add_argument("--note", action="append", default=[],
                     help="a line for the training section that the run's records cannot tell")
@@ -167,7 +169,13 @@ def main() -> None:
     if args.sft_run or args.started_from:
         lines += [f"- context window extended to {c.block_size} tokens "
                   "(scripts/extend_context.py: new position embeddings, the rest kept)"]
-        lines += stage_lines("grounded instruction tuning", final, c.block_size)
+        if args.grounded_run:
+            lines += stage_lines("grounded instruction tuning", run_summary(args.grounded_run),
+                                 c.block_size)
+            lines += stage_lines("grounded instruction tuning, continued (from the run above, a "
+                                 "new learning-rate schedule)", final, c.block_size)
+        else:
+            lines += stage_lines("grounded instruction tuning", final, c.block_size)
     elif args.pretrain_run:
         lines += stage_lines("instruction tuning", final, c.block_size)
     else:

@@ -28,6 +28,9 @@ PYTHON_SHAPE=("${COMMON[@]}" --n-embd 256 --vocab-size 4096 --lr 1.5e-3)
 GROUNDED_SFT=(--batch-size 16 --lr 1e-3 --min-lr-ratio 0.1 --warmup-steps 50 --max-steps 480
               --weight-decay 0.0 --eval-every 100 --eval-batches 10 --save-every 100
               --log-every 10 --seed 1337 --no-progress --sample-prompt "How do I reverse a list?")
+GROUNDED_MORE=(--batch-size 16 --lr 6e-4 --min-lr-ratio 0.1 --warmup-steps 20 --max-steps 700
+               --weight-decay 0.0 --eval-every 100 --eval-batches 10 --save-every 50
+               --log-every 10 --seed 1338 --no-progress --sample-prompt "How do I reverse a list?")
 
 story() {
   "$py" -m engine train --data data/stories/stories.txt --out "$runs/story" "${STORY_SHAPE[@]}" \
@@ -51,10 +54,16 @@ python_assistant() {
   "$py" -m engine train --data "$runs/grounded/train.jsonl" --val-data "$runs/grounded/val.jsonl" \
     --out "$runs/python-grounded" --init-from "$runs/python-ext768" --mode sft \
     "${GROUNDED_SFT[@]}" --force
-  "$py" -m engine eval-assistant --model "$runs/python-grounded" --grounding python-docs --split test \
-    > "$runs/eval-assistant.json"
-  "$py" scripts/publish_bundled.py python-assistant "$runs/python-grounded" \
-    --pretrain-run "$runs/python-docs" --sft-run "$runs/python-sft" --eval "$runs/eval-assistant.json"
+  # More of the same data (the first 480 steps left the validation loss still falling fast),
+  # on a new learning-rate schedule.
+  "$py" -m engine train --data "$runs/grounded/train.jsonl" --val-data "$runs/grounded/val.jsonl" \
+    --out "$runs/python-grounded-more" --init-from "$runs/python-grounded" --mode sft \
+    "${GROUNDED_MORE[@]}" --force
+  "$py" -m engine eval-assistant --model "$runs/python-grounded-more" --grounding python-docs \
+    --split test > "$runs/eval-assistant.json"
+  "$py" scripts/publish_bundled.py python-assistant "$runs/python-grounded-more" \
+    --pretrain-run "$runs/python-docs" --sft-run "$runs/python-sft" \
+    --grounded-run "$runs/python-grounded" --eval "$runs/eval-assistant.json"
 }
 
 story &

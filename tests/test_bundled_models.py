@@ -97,7 +97,7 @@ def test_bundled_validation_loss_matches_its_card(name):
 GREEDY = {
     "story": ("The king", ", and the king,\nAnd, and the King of the King,\nAnd, and the King of the King"),
     "python-assistant": (format_prompt("How do I reverse a list?"),
-                         "Use `d` to make it:\n```\n\n```\n```\n>>> inspect import Containsol"),
+                         "Use `del` to reverse=False, which, which=False, which=False, which=False, which"),
 }
 
 
