@@ -142,6 +142,8 @@ def test_fresh_set_is_split_by_its_rule_and_never_trained_on():
 # Its 25 questions about another language were written as true (programming questions) and set
 # to false before the measure, by the project's rule (the Python assistant declines them; each
 # row's label_note says so). BLIND_MIN is a floor against regressions, below the 98% target.
+# Round 6 trained on blind set 3 (so this test fails until BLIND_FILE names blind set 4, which
+# the lead measures once).
 BLIND_FILE = "code_questions_blind3.jsonl"
 BLIND_MIN = 0.90
 
@@ -173,10 +175,10 @@ def test_accuracy_on_the_blind_set(filt):
 
 
 def test_spent_blind_sets_are_trained_on():
-    """Blind sets 1 and 2 were measured once each, then became training rows (split "tune"),
+    """Blind sets 1, 2 and 3 were measured once each, then became training rows (split "tune"),
     except a row that is word for word in the old held-out set (split "test": held out)."""
     holdout = {r["text"] for r in load("code_questions_holdout.jsonl")}
-    for name in ("code_questions_blind.jsonl", "code_questions_blind2.jsonl"):
+    for name in ("code_questions_blind.jsonl", "code_questions_blind2.jsonl", "code_questions_blind3.jsonl"):
         assert f"tests/data/{name}" in code_filter_model.DEFAULT_TRAINING
         rows = load(name)
         assert all(r["split"] == "tune" or r["text"] in holdout for r in rows), name
