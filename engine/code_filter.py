@@ -70,11 +70,13 @@ class FilterDecision:
 
 def _term_regex(terms: Iterable[str]) -> re.Pattern:
     """One regex for a list of terms. Latin terms need word boundaries (a plural s/es allowed),
-    Cyrillic terms are stems (prefix match), CJK terms are substrings. The terms are compiled
-    as a character trie, so matching costs about the same for 20 terms or 700."""
+    Cyrillic terms and Latin terms written with a trailing "*" ("döngü*", "posortow*": Polish,
+    Turkish... inflect) are stems (prefix match), CJK terms are substrings. The terms are
+    compiled as a character trie, so matching costs about the same for 20 terms or 700."""
     buckets: dict[tuple[str, str], list[str]] = {}
     for term in set(terms):
-        if re.search(r"[\u0400-\u04FF]", term):
+        if term.endswith("*") or re.search(r"[\u0400-\u04FF]", term):
+            term = term.rstrip("*")
             edges = (rf"(?<![{_WORD}])", "")
         elif re.search(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]", term):
             edges = ("", "")
@@ -188,10 +190,11 @@ class CodeQuestionFilter:
         self.model = self.head if use_model else None
         self.groups = []
         for g in lex["groups"]:
-            terms = frozenset(t.lower() for t in g.get("terms", []))
+            raw = [t.lower() for t in g.get("terms", [])]
+            terms = frozenset(t.rstrip("*") for t in raw)  # "döngü*": a stem
             self.groups.append(_Group(
                 g["name"], g["label"], float(g["weight"]), bool(g.get("python_angle")), terms,
-                _term_regex(terms) if terms else None,
+                _term_regex(raw) if terms else None,
                 [re.compile(p, re.IGNORECASE) for p in g.get("patterns", [])]))
         angle = set(lex["python_angle_patterns"])
         self.code_patterns = [(name, float(w), re.compile(p), name in angle)
@@ -294,7 +297,7 @@ class CodeQuestionFilter:
         and it must show no other topic: no trap sense, no other language, no everyday-topic
         word ("pancakes", "weather", "trip") unless it also has programming vocabulary.
         A complete question about something else is judged on its own, mid-conversation too."""
-        if decision.other_language or any(e.startswith(("sense:", "arithmetic:", "writing:", "creative:"))
+        if decision.other_language or any(e.startswith(("sense:", "arithmetic:", "school:", "writing:", "creative:"))
                                           for e in decision.evidence):
             return False
         if len(text) > 300:
@@ -381,7 +384,10 @@ class CodeQuestionFilter:
                  if t not in cancelled and t.rstrip("s") not in cancelled}
         lone = sorted(t for t in terms if t in self.homonyms or t.rstrip("s") in self.homonyms)
         backed = bool(code_item or error_item or any(k in ("code_intent", "code_request") for _, k, _ in group_items))
-        if backed or len(terms) > len(lone):
+        english = _english(text)
+        # The sentence model reads English only, so in another language no word waits for it:
+        # the head weighs the vocabulary as it is ("posortować listę słowników").
+        if backed or len(terms) > len(lone) or not english:
             lone = []
         features = dict.fromkeys(self.head.features, 0.0)
         for w, key, _ in items + group_items:
@@ -390,7 +396,7 @@ class CodeQuestionFilter:
                 name = "lone"
             if name in features:
                 features[name] += w
-        features.update(english=float(_english(text)), n_terms=float(len(terms)),
+        features.update(english=float(english), n_terms=float(len(terms)),
                         lone_terms=float(len(lone)), no_evidence=float(not items and not group_items))
         items += [(0.0 if lone and k in VOCABULARY_GROUPS else w, k, r) for w, k, r in group_items]
         rules_logit = self.head.rules_logit(features)
@@ -582,14 +588,24 @@ def _clip(text: str) -> str:
 # Function words of the other languages the lexicon covers, never English words or code.
 _FOREIGN = set("""como cómo qué una los las por para con está pourquoi avec dans je une les des quoi
 c'est qu'est est-ce wie ich ist und mit eine einen mein meine warum nicht uma meu minha não porque
-posso perché sono della""".split())
-_NON_LATIN = re.compile(r"[\u0400-\u04FF\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
+posso perché sono della
+jak się czy mój moja moje dlaczego jaki jaka żeby
+hoe ik het een mijn waarom niet hoeveel
+nasıl için neden nedir ile değil bunu
+faccio questo questa mio gli nel nella quale
+bagaimana saya dengan tidak
+hur varför inte
+proč""".split())
+# Scripts the English sentence model cannot read: Cyrillic, Greek, Hebrew, Arabic, Devanagari,
+# Thai, Japanese, Chinese, Korean (Greek as a word: a lone "λ" or "Σ" is maths in English).
+_NON_LATIN = re.compile(r"[\u0400-\u04FF\u0590-\u05FF\u0600-\u06FF\u0900-\u097F\u0E00-\u0E7F"
+                        r"\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]|[\u0370-\u03FF]{3}")
 
 
 def _english(text: str) -> bool:
     if _NON_LATIN.search(text):
         return False
-    return not any(w in _FOREIGN for w in re.findall(r"[a-zà-ÿ']+", text.lower()))
+    return not any(w in _FOREIGN for w in re.findall(r"[a-zà-ÿ\u0100-\u024f']+", text.lower()))
 
 
 def _is_word(triggers: re.Pattern, term: str) -> bool:

@@ -15,9 +15,9 @@ which the engine already needs), not with sentence-transformers or transformers.
 retrieval (engine/retrieval.py) shares the same encoder: shared_encoder().
 
 The head is JSON, engine/assets/code_filter_head.json, trained on the files in DEFAULT_TRAINING
-(the development set, the "tune" rows of the fresh set, the terse set, and the first and second
-blind sets, both spent: measured once each, then trained on; never a row marked "test", never
-blind set 3, which is only measured):
+(the development set, the "tune" rows of the fresh set, the terse set, and blind sets 1-3, all
+spent: measured once each, then trained on; never a row marked "test", never the blind set
+that is being measured):
 
     python -m engine.code_filter_model train            # write the head
     python -m engine.code_filter_model train --cv 5     # cross-validated accuracy, to choose --l2/--band
@@ -162,7 +162,7 @@ def shared_encoder() -> SentenceEncoder:
 # What the head reads from the rules (engine/code_filter.py fills them): per-group weights of
 # the evidence found, the lone everyday words, and a few facts about the message.
 FEATURES = ("code", "traceback", "error", "python", "python_tool", "python_concept", "programming",
-            "data_words", "ambiguous", "code_intent", "code_request", "arithmetic", "writing", "creative",
+            "data_words", "ambiguous", "code_intent", "code_request", "arithmetic", "school", "writing", "creative",
             "sense", "lone", "lone_terms", "n_terms", "english", "no_evidence")
 # Topics a declined message is said to read like ("reads like a question about gardening"): the
 # nearest by cosine similarity to these descriptions, embedded when the head is trained.
@@ -355,7 +355,7 @@ def train_head(rows: Sequence[dict], l2: float = 1e-4, band: float = 3.0,
 
 DEFAULT_TRAINING = ("tests/data/code_questions.jsonl", "tests/data/code_questions_fresh.jsonl",
                     "tests/data/code_questions_terse.jsonl", "tests/data/code_questions_blind.jsonl",
-                    "tests/data/code_questions_blind2.jsonl")
+                    "tests/data/code_questions_blind2.jsonl", "tests/data/code_questions_blind3.jsonl")
 
 
 def training_rows(paths: Sequence[Path]) -> list[dict]:
