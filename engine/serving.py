@@ -419,8 +419,7 @@ class ModelScheduler:
         logits = model.lm_head(hidden[torch.arange(len(prompts), device=param.device), last])
         rows = slice(first, first + len(prompts))
         for layer in range(model.config.n_layer):
-            self.cache.k[layer][rows, :, :n] = tmp.k[layer]
-            self.cache.v[layer][rows, :, :n] = tmp.v[layer]
+            self.cache.put(layer, rows, tmp.k[layer], tmp.v[layer])
         self.cache.lengths[rows] = [len(ids) for ids in prompts]
         return logits
 
@@ -438,8 +437,8 @@ class ModelScheduler:
         if cache is not None:
             for i, n in enumerate(cache.lengths[:len(self.rows)]):
                 for layer in range(model.config.n_layer):
-                    grown.k[layer][i, :, :n] = cache.k[layer][i, :, :n]
-                    grown.v[layer][i, :, :n] = cache.v[layer][i, :, :n]
+                    grown.k[layer][i, :n] = cache.k[layer][i, :n]
+                    grown.v[layer][i, :n] = cache.v[layer][i, :n]
                 grown.lengths[i] = n
         self.cache = grown
 
@@ -541,8 +540,8 @@ class ModelScheduler:
         if i != last:
             cache, n = self.cache, self.cache.lengths[last]
             for layer in range(len(cache.k)):
-                cache.k[layer][i, :, :n] = cache.k[layer][last, :, :n]
-                cache.v[layer][i, :, :n] = cache.v[layer][last, :, :n]
+                cache.k[layer][i, :n] = cache.k[layer][last, :n]
+                cache.v[layer][i, :n] = cache.v[layer][last, :n]
             cache.lengths[i] = n
             self.rows[i] = self.rows[last]
         self.cache.lengths[last] = 0

@@ -59,8 +59,7 @@ def test_decode_rows_equals_batch_one_at_different_positions():
             tmp = KVCache(model.config, 1, len(p), "cpu", torch.float32)
             model(p.view(1, -1), cache=tmp)
             for layer in range(model.config.n_layer):
-                cache.k[layer][row, :, :len(p)] = tmp.k[layer][0]
-                cache.v[layer][row, :, :len(p)] = tmp.v[layer][0]
+                cache.put(layer, slice(row, row + 1), tmp.k[layer], tmp.v[layer])
             cache.lengths[row] = len(p)
         nxt = torch.tensor([7, 8, 9])
         for step in range(3):
@@ -70,6 +69,34 @@ def test_decode_rows_equals_batch_one_at_different_positions():
                 torch.testing.assert_close(out[i], model(p.view(1, -1))[0][0, -1],
                                            rtol=1e-5, atol=1e-5)
     assert cache.lengths[:3] == [8, 14, 6]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 3])
+def test_slot_cache_attention_equals_sdpa_per_row(dtype, rows):
+    """SlotKVCache.attend (SDPA for one float32 row, multiply-and-sum otherwise) against SDPA
+    in float64 on each row's own filled positions alone."""
+    model = make_model(97)
+    H, D = model.config.n_head, model.config.head_dim
+    cache = SlotKVCache(model.config, 4, 16, "cpu", dtype)
+    g = torch.Generator().manual_seed(0)
+    lengths = [5, 11, 0][:rows]
+    for row, n in enumerate(lengths):
+        cache.put(0, slice(row, row + 1), *(torch.randn(1, H, n, D, generator=g).to(dtype) for _ in "kv"))
+        cache.lengths[row] = n
+    q, k, v = (torch.randn(rows, H, D, generator=g).to(dtype) for _ in "qkv")
+    cache.begin_step(rows, torch.device("cpu"))
+    out = cache.attend(0, q, k, v)
+    cache.end_step(rows)
+    assert out.dtype == dtype and out.shape == (rows, H, D)
+    for row, n in enumerate(lengths):
+        keys = cache.k[0][row, :n + 1].transpose(0, 1).double()  # (H, n + 1, D), the new key last
+        values = cache.v[0][row, :n + 1].transpose(0, 1).double()
+        assert torch.equal(keys[:, n], k[row].double()) and torch.equal(values[:, n], v[row].double())
+        want = torch.nn.functional.scaled_dot_product_attention(q[row].double().unsqueeze(1), keys, values)
+        tol = 1e-5 if dtype == torch.float32 else 2e-2
+        torch.testing.assert_close(out[row].double(), want.squeeze(1), rtol=tol, atol=tol)
+    assert cache.lengths[:rows] == [n + 1 for n in lengths]
 
 
 def test_batched_greedy_equals_sequential_with_joins_at_different_steps(bpe_tokenizer):
