@@ -589,13 +589,17 @@ def _clip(text: str) -> str:
 _FOREIGN = set("""como cómo qué una los las por para con está pourquoi avec dans je une les des quoi
 c'est qu'est est-ce wie ich ist und mit eine einen mein meine warum nicht uma meu minha não porque
 posso perché sono della
-jak się czy mój moja moje dlaczego jaki jaka żeby
-hoe ik het een mijn waarom niet hoeveel
-nasıl için neden nedir ile değil bunu
-faccio questo questa mio gli nel nella quale
+się czy mój moja moje dlaczego jaki jaka żeby
+een mijn waarom niet hoeveel
+nasıl için neden nedir değil bunu
+faccio questo questa nella quale
 bagaimana saya dengan tidak
-hur varför inte
+varför
 proč""".split())
+# Function words that are also English words or names ("a garden hoe", "ik" for inverse
+# kinematics): one of them alone is not enough; two of these, or one with a letter English
+# does not use ("jak zrobić", "hoe tel ik", "hur gör jag"), is.
+_FOREIGN_WEAK = set("jak hoe ik het ile mio gli nel hur inte jag".split())
 # Scripts the English sentence model cannot read: Cyrillic, Greek, Hebrew, Arabic, Devanagari,
 # Thai, Japanese, Chinese, Korean (Greek as a word: a lone "λ" or "Σ" is maths in English).
 _NON_LATIN = re.compile(r"[\u0400-\u04FF\u0590-\u05FF\u0600-\u06FF\u0900-\u097F\u0E00-\u0E7F"
@@ -605,7 +609,11 @@ _NON_LATIN = re.compile(r"[\u0400-\u04FF\u0590-\u05FF\u0600-\u06FF\u0900-\u097F\
 def _english(text: str) -> bool:
     if _NON_LATIN.search(text):
         return False
-    return not any(w in _FOREIGN for w in re.findall(r"[a-zà-ÿ\u0100-\u024f']+", text.lower()))
+    words = re.findall(r"[a-zà-ÿ\u0100-\u024f']+", text.lower())
+    if any(w in _FOREIGN for w in words):
+        return False
+    weak = len({w for w in words if w in _FOREIGN_WEAK})
+    return weak + bool(re.search(r"[à-ÿ\u0100-\u024f]", text.lower())) < 2
 
 
 def _is_word(triggers: re.Pattern, term: str) -> bool:

@@ -556,7 +556,7 @@ class ModelScheduler:
 
 def prefill_groups(requests: list[_Request], max_tokens: int = 4096) -> list[list[_Request]]:
     """Newcomers in groups to prefill together, shortest prompts first: a prompt joins the group
-    before it while the group's padding stays under a quarter of its tokens and the group under
+    before it while the padding stays at most a quarter of the real tokens and the group under
     max_tokens (padded); otherwise it starts a group."""
     groups: list[list[_Request]] = []
     for req in sorted(requests, key=lambda r: len(r.ctx)):

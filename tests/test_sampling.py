@@ -278,3 +278,26 @@ def test_top_rows_equals_torch_topk():
         assert torch.equal(values, expected.values) and torch.equal(ids, expected.indices)
     small = torch.randn(3, V, generator=gen)
     assert torch.equal(top_rows(small, 51)[1], torch.topk(small, 51).indices)
+
+
+def test_top_rows_takes_the_long_way_only_for_rows_with_ties(monkeypatch):
+    """A tie in one row sends that row, not the whole batch, to torch.topk; every row still
+    equals torch.topk (untied rows from the blockwise path)."""
+    from engine import sampling
+
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(4, 50257, generator=gen) * 3
+    logits[2, 500:520] = 25.0  # ties at the top of row 2 only
+    expected = torch.topk(logits, 6)
+    full_rows = []
+    real_topk = torch.topk
+
+    def counting_topk(x, n, *a, **kw):
+        if x.shape[-1] == logits.shape[-1]:
+            full_rows.append(x.shape[0])
+        return real_topk(x, n, *a, **kw)
+
+    monkeypatch.setattr(sampling.torch, "topk", counting_topk)
+    values, ids = sampling.top_rows(logits, 6)
+    assert torch.equal(values, expected.values) and torch.equal(ids, expected.indices)
+    assert full_rows == [1]  # only row 2 was searched over the whole vocabulary
