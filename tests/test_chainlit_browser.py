@@ -375,9 +375,12 @@ def test_training_from_the_chat_survives_reload_and_stops(server, browser):
     # The live loss curve under the progress message (a Plotly chart, issue 14).
     wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer path"),
              "the loss chart's line", 60)
-    # No white panel in the dark theme: the chart's paper is transparent (issue 14).
-    assert d.execute_script("return getComputedStyle(document.querySelector("
-                            "'.js-plotly-plot .main-svg')).backgroundColor") == "rgba(0, 0, 0, 0)"
+    # No white panel in the dark theme: the chart's paper is transparent (issue 14). Each
+    # progress update re-renders the chart, so its svg can be missing for a moment: poll.
+    paper = wait_for(d, lambda: d.execute_script(
+        "const e = document.querySelector('.js-plotly-plot .main-svg');"
+        "return e && getComputedStyle(e).backgroundColor"), "the loss chart's paper", 30)
+    assert paper == "rgba(0, 0, 0, 0)", paper
     shots = os.environ.get("CHAINLIT_SCREENSHOTS")
     if shots:  # and after the reload, in the light theme (the page keeps it in localStorage)
         d.save_screenshot(str(Path(shots) / "chainlit-curve.png"))
