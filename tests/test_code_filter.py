@@ -5,7 +5,7 @@ fitted on it); tests/data/code_questions_holdout.jsonl was written separately, i
 and is only measured. tests/data/code_questions_fresh.jsonl (issue 13: everyday questions with
 programming homonyms, creative writing, eleven languages, conversations) is split by a fixed rule:
 the head trains on its "tune" rows, its "test" rows are only measured. The terse set and blind
-sets 1, 2 and 3 (spent: each measured once, then trained on) are training data; blind set 4 is
+sets 1-4 (spent: each measured once, then trained on) are training data; blind set 5 is
 the one measured blind set (see BLIND_FILE). Each prints a per-category report (run pytest with -s
 to see it).
 """
@@ -137,12 +137,13 @@ def test_fresh_set_is_split_by_its_rule_and_never_trained_on():
 # results, each measured once, then spent: added to the training data (DEFAULT_TRAINING) with
 # their rows marked "tune". Spent: the first (session 3, code_questions_blind.jsonl, 360), the
 # second (session 4, code_questions_blind2.jsonl, 420; round-4 head 87.9%; round 5 trained on
-# it) and the third (session 5, code_questions_blind3.jsonl, 480; round-5 head 92.8%; round 6
-# trained on it). The fourth (session 5, code_questions_blind4.jsonl, 492, its other-language
-# questions labelled "decline" by the project's rule from the start) is the measured blind set:
-# measured once with the round-6 head (docs/assistant.md, Round 6). BLIND_MIN is a floor
-# against regressions, below the 98% target.
-BLIND_FILE = "code_questions_blind4.jsonl"
+# it), the third (session 5, code_questions_blind3.jsonl, 480; round-5 head 92.8%; round 6
+# trained on it) and the fourth (session 5, code_questions_blind4.jsonl, 492; round-6 head
+# 93.3%; round 7 trained on it). The fifth (session 6, code_questions_blind5.jsonl, 480, its
+# seven questions about another language set to "decline" by the project's rule before any
+# measure) is the measured blind set: measured once with the round-7 head (docs/assistant.md,
+# Round 7). BLIND_MIN is a floor against regressions, below the 98% target.
+BLIND_FILE = "code_questions_blind5.jsonl"
 BLIND_MIN = 0.90
 
 
@@ -156,14 +157,14 @@ def blind() -> list[dict]:
     rows = load(BLIND_FILE)
     assert len(rows) >= 440 and {r["split"] for r in rows} == {"test"}
     assert {"everyday_homonym", "academic_non_programming", "coding_plain_words",
-            "coding_pasted_error", "other_language", "multilingual_coding",
+            "coding_pasted_error", "multilingual_coding",
             "multilingual_everyday", "followup_coding", "followup_everyday",
             "creative_prose_about_code"} <= {r["category"] for r in rows}
     assert len({r["lang"] for r in rows}) >= 10
     assert all(not r["is_coding"] for r in rows if r["category"] == "other_language")
     unseen = [r for r in rows if r["text"].lower().strip() not in trained]
-    # 3 of blind set 4's 492 are word for word in the training data.
-    assert len(rows) - len(unseen) <= 3, "blind prompts were added to the training data"
+    # 5 of blind set 5's 480 are word for word in the training data ("how do i ..." one-liners).
+    assert len(rows) - len(unseen) <= 5, "blind prompts were added to the training data"
     return unseen
 
 
@@ -174,10 +175,11 @@ def test_accuracy_on_the_blind_set(filt):
 
 
 def test_spent_blind_sets_are_trained_on():
-    """Blind sets 1, 2 and 3 were measured once each, then became training rows (split "tune"),
+    """Blind sets 1-4 were measured once each, then became training rows (split "tune"),
     except a row that is word for word in the old held-out set (split "test": held out)."""
     holdout = {r["text"] for r in load("code_questions_holdout.jsonl")}
-    for name in ("code_questions_blind.jsonl", "code_questions_blind2.jsonl", "code_questions_blind3.jsonl"):
+    for name in ("code_questions_blind.jsonl", "code_questions_blind2.jsonl", "code_questions_blind3.jsonl",
+                 "code_questions_blind4.jsonl"):
         assert f"tests/data/{name}" in code_filter_model.DEFAULT_TRAINING
         rows = load(name)
         assert all(r["split"] == "tune" or r["text"] in holdout for r in rows), name
