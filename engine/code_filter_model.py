@@ -398,7 +398,7 @@ def embed(texts: Sequence[str], encoder: SentenceEncoder, layers: Sequence[int] 
 def train_head(rows: Sequence[dict], l2: float = 1e-4, band: float = 3.0,
                encoder: SentenceEncoder | None = None, vectors: dict | None = None,
                states: dict | None = None, tune: bool = True, tune_epochs: int | None = None,
-               tune_lr: float | None = None) -> dict:
+               tune_lr: float | None = None, tune_from: int | None = None) -> dict:
     """Fit both regressions on labelled rows ({"text", "is_coding"}); messages about another
     language are left out (the rules decline them before the head is asked). With tune, the
     second regression is then trained further together with copies of the encoder's top layers
@@ -427,10 +427,11 @@ def train_head(rows: Sequence[dict], l2: float = 1e-4, band: float = 3.0,
     layers, tuned = list(EMBED_LAYERS), None
     epochs = tuning.EPOCHS if tune_epochs is None else tune_epochs
     lr = tuning.LR if tune_lr is None else tune_lr
+    start = tuning.START if tune_from is None else tune_from
     if tune:  # the last of EMBED_LAYERS is the top layer's output, which the tuned copy replaces
         frozen = E[:, :384 * (len(EMBED_LAYERS) - 1)]
         tuned, (wf, we, b2), logits = tuning.tune(encoder, texts, F, frozen, y, (w2[:len(FEATURES)], w2[len(FEATURES):], b2),
-                                                 states, epochs=epochs, lr=lr)
+                                                 states, epochs=epochs, lr=lr, start=start)
         w2, layers = torch.cat([wf, we]), list(EMBED_LAYERS[:-1])
     acc = float(((logits > 0).double() == y).double().mean())
     topics = encoder.encode_batch(list(TOPICS.values()))
@@ -453,7 +454,7 @@ def train_head(rows: Sequence[dict], l2: float = 1e-4, band: float = 3.0,
 DEFAULT_TRAINING = ("tests/data/code_questions.jsonl", "tests/data/code_questions_fresh.jsonl",
                     "tests/data/code_questions_terse.jsonl", "tests/data/code_questions_blind.jsonl",
                     "tests/data/code_questions_blind2.jsonl", "tests/data/code_questions_blind3.jsonl",
-                    "tests/data/code_questions_blind4.jsonl")
+                    "tests/data/code_questions_blind4.jsonl", "tests/data/code_questions_blind5.jsonl")
 
 
 def training_rows(paths: Sequence[Path]) -> list[dict]:
@@ -481,7 +482,8 @@ def cross_validate(rows: Sequence[dict], folds: int = 5, **kw) -> float:
     texts = list(dict.fromkeys(r["text"] for r in rows))
     encoder = shared_encoder()
     vectors = dict(zip(texts, embed(texts, encoder)))  # once, not once per fold
-    states = tuning.frozen_states(encoder, texts) if kw.get("tune", True) else None
+    start = tuning.START if kw.get("tune_from") is None else kw["tune_from"]
+    states = tuning.frozen_states(encoder, texts, start) if kw.get("tune", True) else None
     right = 0
     for k in range(folds):
         test = set(order[k::folds])
@@ -507,6 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="the regressions alone, without fine-tuning the encoder's top layers")
     t.add_argument("--tune-epochs", type=int, default=None, help="passes over the rows when tuning (default 3)")
     t.add_argument("--tune-lr", type=float, default=None, help="the tuned layers' learning rate (default 5e-5)")
+    t.add_argument("--tune-from", type=int, default=None, help="the first tuned layer (default 4; 0-5)")
     args = ap.parse_args(argv)
     root = Path(__file__).resolve().parent.parent
     try:
@@ -517,10 +520,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)  # one short sentence at a time: more threads only contend
-    if (args.tune_epochs is not None and args.tune_epochs < 0) or (args.tune_lr is not None and args.tune_lr <= 0):
-        print("error: --tune-epochs must be >= 0 and --tune-lr > 0", file=sys.stderr)
+    if ((args.tune_epochs is not None and args.tune_epochs < 0) or (args.tune_lr is not None and args.tune_lr <= 0)
+            or (args.tune_from is not None and not 0 <= args.tune_from <= 5)):
+        print("error: --tune-epochs must be >= 0, --tune-lr > 0 and --tune-from 0-5", file=sys.stderr)
         return 2
-    kw = dict(l2=args.l2, band=args.band, tune=args.tune, tune_epochs=args.tune_epochs, tune_lr=args.tune_lr)
+    kw = dict(l2=args.l2, band=args.band, tune=args.tune, tune_epochs=args.tune_epochs, tune_lr=args.tune_lr,
+              tune_from=args.tune_from)
     if args.cv:
         acc = cross_validate(rows, args.cv, **kw)
         print(f"{args.cv}-fold cross-validated accuracy on {len(rows)} rows: {acc:.4f} ({kw})")

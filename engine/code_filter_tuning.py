@@ -5,14 +5,16 @@ after layers 3 and 4 and after the last one. all-MiniLM-L6-v2 was trained to pla
 topic, so on its own its last layers do not separate "how do I list the files in a folder" from
 "how do I clear out a folder of old photos" as well as they could. Here the top two layers (4
 and 5, a copy: the docs retrieval keeps the originals) are trained together with the regression
-on the same labelled rows, starting from the regression the plain fit found, so the first step
-decides exactly as the untuned head does. Layers 0-3 stay shared and frozen, so their states are
-computed once. The tuned layers are stored in float16 (about 7 MB, TUNED_FILE), and every
+on the same labelled rows, starting from the regression the plain fit found, so before the
+first step it decides as the untuned head does (up to float16 rounding). Layers 0-3 stay shared
+and frozen, so their states are computed once. The tuned layers are stored in float16 (about
+7 MB, code_filter_model.TUNED_FILE), and every
 decision reported in training is made with the rounded weights.
 
 Chosen by 5-fold cross-validation of the whole filter on the training rows (round 7, 3,610
-rows): untuned head 97.3%; tuned for 3 epochs at learning rate 2e-5 97.5%, at 5e-5 97.9%
-(docs/assistant.md, Round 7).
+rows: untuned head 97.15%; tuned 3 epochs at learning rate 2e-5 97.40%, at 5e-5 97.59%; round 8,
+4,089 rows: layers 4-5 97.48%, layers 3-5 97.65%, not taken for 3.5 MB and a layer more per
+message; docs/assistant.md, Rounds 7 and 8).
 """
 
 from __future__ import annotations
@@ -70,8 +72,8 @@ def tuned_outputs(encoder, layers, texts: Sequence[str], states: dict):
 
 
 def tune(encoder, texts: Sequence[str], features, frozen, y, init: tuple, states: dict | None = None,
-         epochs: int = EPOCHS, lr: float = LR, seed: int = 0):
-    """Train copies of layers START.. together with the regression logit = features @ wf +
+         epochs: int = EPOCHS, lr: float = LR, seed: int = 0, start: int = START):
+    """Train copies of layers start.. (default START) together with the regression logit = features @ wf +
     [frozen, tuned output] @ we + b, from init = (wf, we, b) (the plain fit, whose we ends with
     the weights of the last layer's vector: the tuned layers start as copies of those layers).
     features (N, F), frozen (N, 384 * k): the other pooled vectors the regression reads; y (N,)
@@ -82,10 +84,10 @@ def tune(encoder, texts: Sequence[str], features, frozen, y, init: tuple, states
 
     from .code_filter_model import TunedLayers
 
-    states = states if states is not None else frozen_states(encoder, list(dict.fromkeys(texts)))
+    states = states if states is not None else frozen_states(encoder, list(dict.fromkeys(texts)), start)
     torch.manual_seed(seed)
     layers = {k: torch.nn.Parameter(v.clone()) for k, v in encoder.w.items()
-              if k.startswith("encoder.layer.") and int(k.split(".")[2]) >= START}
+              if k.startswith("encoder.layer.") and int(k.split(".")[2]) >= start}
     wf, we, b = (torch.nn.Parameter(torch.as_tensor(t, dtype=torch.float32).clone()) for t in init)
     features, frozen, y = (torch.as_tensor(t, dtype=torch.float32) for t in (features, frozen, y))
     opt = torch.optim.AdamW([{"params": list(layers.values()), "lr": lr},
@@ -97,7 +99,7 @@ def tune(encoder, texts: Sequence[str], features, frozen, y, init: tuple, states
         for i in range(0, len(order), BATCH):
             rows = order[i:i + BATCH]
             x, mask = _batch([texts[r] for r in rows], states)
-            for layer in range(START, encoder.n_layer):
+            for layer in range(start, encoder.n_layer):
                 x = encoder.layer(x, mask, layers, layer)
             emb = torch.cat([frozen[rows], encoder.pool(x, mask)], 1)
             logit = features[rows] @ wf + emb @ we + b
@@ -105,7 +107,7 @@ def tune(encoder, texts: Sequence[str], features, frozen, y, init: tuple, states
             opt.zero_grad()
             loss.backward()
             opt.step()
-    tuned = TunedLayers({k: v.detach().to(torch.float16).float() for k, v in layers.items()}, START)
+    tuned = TunedLayers({k: v.detach().to(torch.float16).float() for k, v in layers.items()}, start)
     out = tuned_outputs(encoder, tuned, texts, states)
     wf, we, b = wf.detach().double(), we.detach().double(), float(b.detach())
     logits = features.double() @ wf + torch.cat([frozen.double(), out.double()], 1) @ we + b
