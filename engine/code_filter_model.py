@@ -19,7 +19,7 @@ retrieval (engine/retrieval.py) shares the same encoder: shared_encoder().
 The head is JSON, engine/assets/code_filter_head.json, beside its tuned layers
 (code_filter_layers.safetensors, float16, named in the head with their SHA-256), trained on the
 files in DEFAULT_TRAINING (the development set, the "tune" rows of the fresh set, the terse
-set, and blind sets 1-4, all spent: measured once each, then trained on; never a row marked
+set, and blind sets 1-5, all spent: measured once each, then trained on; never a row marked
 "test", never the blind set that is being measured):
 
     python -m engine.code_filter_model train            # write the head and its layers
@@ -189,8 +189,8 @@ class TunedLayers:
         return cls(w, min(layers))
 
     def to_bytes(self) -> bytes:
-        """The weights as safetensors in float16 (half the bytes; the decisions the training
-        reports are computed with the rounded weights, code_filter_tuning.rounded)."""
+        """The weights as safetensors in float16 (half the bytes; code_filter_tuning.tune rounds
+        them before it reports any decision, so what it reports is what the file decides)."""
         import torch
         from safetensors.torch import save
 
@@ -275,6 +275,7 @@ class DecisionHead:
             self.layers = tuple(int(k) for k in head.get("layers", [6]))
             # Round 7 on: the filter's fine-tuned top layers, whose output comes after these.
             tuned = head.get("tuned")
+            self.has_tuned = bool(tuned)
             self._tuned = tuned.get("weights") if tuned else None
             folder = HEAD_FILE.parent if isinstance(head_file, dict) else Path(head_file).parent  # beside the head
             self._tuned_file = (folder / tuned["file"], tuned["sha256"]) if tuned and not self._tuned else None
@@ -323,7 +324,9 @@ class DecisionHead:
         """vectors: self.vectors(text), the pooled vector of every layer (and of the tuned ones)."""
         w, _, b = self.full
         _, emb, _ = self._as_tensors()
-        rows = list(self.layers) + ([len(vectors) - 1] if self._tuned or self._tuned_file else [])
+        if self.has_tuned and len(vectors) != self.encoder.n_layer + 2:
+            raise ValueError("this head reads its tuned layers' output: pass self.vectors(text)")
+        rows = list(self.layers) + ([len(vectors) - 1] if self.has_tuned else [])
         x = vectors[rows].reshape(-1)
         return b + sum(wi * features[f] for wi, f in zip(w, self.features)) + float(x @ emb)
 
