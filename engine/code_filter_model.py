@@ -19,7 +19,7 @@ retrieval (engine/retrieval.py) shares the same encoder: shared_encoder().
 The head is JSON, engine/assets/code_filter_head.json, beside its tuned layers
 (code_filter_layers.safetensors, float16, named in the head with their SHA-256), trained on the
 files in DEFAULT_TRAINING (the development set, the "tune" rows of the fresh set, the terse
-set, and blind sets 1-5, all spent: measured once each, then trained on; never a row marked
+set, and blind sets 1-6, all spent: measured once each, then trained on; never a row marked
 "test", never the blind set that is being measured):
 
     python -m engine.code_filter_model train            # write the head and its layers
@@ -457,7 +457,8 @@ def train_head(rows: Sequence[dict], l2: float = 1e-4, band: float = 3.0,
 DEFAULT_TRAINING = ("tests/data/code_questions.jsonl", "tests/data/code_questions_fresh.jsonl",
                     "tests/data/code_questions_terse.jsonl", "tests/data/code_questions_blind.jsonl",
                     "tests/data/code_questions_blind2.jsonl", "tests/data/code_questions_blind3.jsonl",
-                    "tests/data/code_questions_blind4.jsonl", "tests/data/code_questions_blind5.jsonl")
+                    "tests/data/code_questions_blind4.jsonl", "tests/data/code_questions_blind5.jsonl",
+                    "tests/data/code_questions_blind6.jsonl")
 
 
 def training_rows(paths: Sequence[Path]) -> list[dict]:
