@@ -25,7 +25,8 @@ can read ("mentions a Python error (KeyError)", "'pandas' here is the animal (ba
    "shell", "python", "string") counts only when something backs it: code, an error, a request
    for code, or a word that is only ever code. When the head is unsure, or the evidence is such
    a lone everyday word, or there is none at all, a small English sentence model
-   (all-MiniLM-L6-v2) reads the whole message and the head decides from both; the reason then
+   (all-MiniLM-L6-v2, with the filter's own fine-tuned copy of its top two layers) reads the
+   whole message and the head decides from both; the reason then
    says what the message reads like ("reads like a question about gardening, not code").
 5. Follow-ups: "and for a dict?" after a Python question is accepted from the conversation, but
    only a message that leans on it (elliptical, referential, or with no content of its own) and
