@@ -516,6 +516,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--tune-lr", type=float, default=None, help="the tuned layers' learning rate (default 5e-5)")
     t.add_argument("--tune-from", type=int, default=None, help="the first tuned layer (default 4; 0-5)")
     args = ap.parse_args(argv)
+    if ((args.tune_epochs is not None and args.tune_epochs < 0) or (args.tune_lr is not None and args.tune_lr <= 0)
+            or (args.tune_from is not None and not 0 <= args.tune_from <= 5)):
+        ap.error("--tune-epochs must be >= 0, --tune-lr > 0 and --tune-from 0-5")
     root = Path(__file__).resolve().parent.parent
     try:
         rows = training_rows(args.data or [root / p for p in DEFAULT_TRAINING])
@@ -525,10 +528,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)  # one short sentence at a time: more threads only contend
-    if ((args.tune_epochs is not None and args.tune_epochs < 0) or (args.tune_lr is not None and args.tune_lr <= 0)
-            or (args.tune_from is not None and not 0 <= args.tune_from <= 5)):
-        print("error: --tune-epochs must be >= 0, --tune-lr > 0 and --tune-from 0-5", file=sys.stderr)
-        return 2
     kw = dict(l2=args.l2, band=args.band, tune=args.tune, tune_epochs=args.tune_epochs, tune_lr=args.tune_lr,
               tune_from=args.tune_from)
     if args.cv:

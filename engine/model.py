@@ -69,6 +69,23 @@ class SlotKVCache:
         self.k[layer][rows, :n] = k.transpose(1, 2)
         self.v[layer][rows, :n] = v.transpose(1, 2)
 
+    def copy_row(self, src: int, dst: int, into: "SlotKVCache | None" = None) -> None:
+        """Row src's filled positions (and its length) to row dst of `into` (default: this
+        cache; another one when the cache grows)."""
+        into = into or self
+        n = self.lengths[src]
+        for layer in range(len(self.k)):
+            into.k[layer][dst, :n] = self.k[layer][src, :n]
+            into.v[layer][dst, :n] = self.v[layer][src, :n]
+        into.lengths[dst] = n
+
+    def reorder(self, order: list[int]) -> None:
+        """Rows order[0], order[1], ... become rows 0, 1, ..."""
+        for layer in range(len(self.k)):
+            self.k[layer][:len(order)] = self.k[layer][order]
+            self.v[layer][:len(order)] = self.v[layer][order]
+        self.lengths[:len(order)] = [self.lengths[i] for i in order]
+
     def begin_step(self, rows: int, device: torch.device) -> torch.Tensor:
         """Positions of the next token of rows 0..rows-1 (for the position embedding); fixes
         where this step's keys and values go and the attention mask, for all its layers."""

@@ -435,11 +435,8 @@ class ModelScheduler:
         param = next(model.parameters())
         grown = SlotKVCache(model.config, slots, length, param.device, param.dtype)
         if cache is not None:
-            for i, n in enumerate(cache.lengths[:len(self.rows)]):
-                for layer in range(model.config.n_layer):
-                    grown.k[layer][i, :n] = cache.k[layer][i, :n]
-                    grown.v[layer][i, :n] = cache.v[layer][i, :n]
-                grown.lengths[i] = n
+            for i in range(len(self.rows)):
+                cache.copy_row(i, i, into=grown)
         self.cache = grown
 
     def _sample(self) -> None:
@@ -527,22 +524,14 @@ class ModelScheduler:
         self.steps += 1
 
     def _reorder(self, order: list[int]) -> None:
-        cache = self.cache
-        for layer in range(len(cache.k)):
-            cache.k[layer][:len(order)] = cache.k[layer][order]
-            cache.v[layer][:len(order)] = cache.v[layer][order]
-        cache.lengths[:len(order)] = [cache.lengths[i] for i in order]
+        self.cache.reorder(order)
         self.rows = [self.rows[i] for i in order]
 
     def _drop_row(self, i: int) -> None:
         """Free row i: the last row moves into it, so rows 0..n-1 stay the active ones."""
         last = len(self.rows) - 1
         if i != last:
-            cache, n = self.cache, self.cache.lengths[last]
-            for layer in range(len(cache.k)):
-                cache.k[layer][i, :n] = cache.k[layer][last, :n]
-                cache.v[layer][i, :n] = cache.v[layer][last, :n]
-            cache.lengths[i] = n
+            self.cache.copy_row(last, i)
             self.rows[i] = self.rows[last]
         self.cache.lengths[last] = 0
         self.rows.pop()
