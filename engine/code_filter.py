@@ -52,7 +52,8 @@ LEXICON_FILE = Path(__file__).parent / "assets" / "code_filter_lexicon.json"
 MAX_CHARS = 20_000  # longer pastes are judged on their first and last 10k characters
 # Per-group caps: many weak words must not add up to a certainty (first hit + 1 per extra).
 GROUP_CAP = {"python": 3.5, "python_tool": 6.0, "python_concept": 4.0, "programming": 5.0,
-             "ambiguous": 3.0, "code_intent": 2.0, "data_words": 3.5, "code_request": 1.5}
+             "ambiguous": 3.0, "code_intent": 2.0, "data_words": 3.5, "code_request": 1.5,
+             "automation": 2.5}
 STRONG_GROUPS = ("python_tool", "python_concept", "programming", "code_intent", "language_talk")
 VOCABULARY_GROUPS = ("python", "python_tool", "python_concept", "programming", "data_words", "ambiguous")
 # Letters that continue a word; CJK is not here, so "python怎么" still matches "python".
@@ -112,6 +113,15 @@ def _trie(words: Iterable[str]) -> str:
     return "(?:" + emit(root) + ")"
 
 
+def _explained(term: str, cancelled: set[str]) -> bool:
+    """Is a matched lexicon term one of the words a sense explained? Stems and CJK terms match
+    inside a longer word ("питон" in "питоны", "パイソン" in "ボールパイソン"), and a Cyrillic
+    trigger is a stem of the term ("питон", matched in "питоном")."""
+    return (term in cancelled or term.rstrip("s") in cancelled
+            or any(term in word for word in cancelled if len(word) > len(term))
+            or any(term.startswith(word) for word in cancelled if _CYRILLIC.match(word)))
+
+
 @functools.lru_cache(maxsize=4096)
 def _canonical(match: str, known: frozenset[str]) -> str:
     """Map a matched string back to its lexicon term (undo the plural, collapse spaces)."""
@@ -134,6 +144,12 @@ class _Group:
     terms: frozenset[str]
     regex: re.Pattern | None
     patterns: list[re.Pattern]
+    # Words that must appear too for the group to count (the lexicon's "needs"): "automatisch"
+    # is no request for a program until it acts on something a program handles ("Ordner").
+    needs: re.Pattern | None = None
+    # Terms of a group without a Python angle that give one ("pandas", "pillow": Python's
+    # libraries, once no sense has made them the animal or the cushion).
+    angle_terms: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -196,7 +212,9 @@ class CodeQuestionFilter:
             self.groups.append(_Group(
                 g["name"], g["label"], float(g["weight"]), bool(g.get("python_angle")), terms,
                 _term_regex(raw) if terms else None,
-                [re.compile(p, re.IGNORECASE) for p in g.get("patterns", [])]))
+                [re.compile(p, re.IGNORECASE) for p in g.get("patterns", [])],
+                _term_regex(t.lower() for t in g["needs"]) if g.get("needs") else None,
+                frozenset(t.lower() for t in g.get("python_angle_terms", []))))
         angle = set(lex["python_angle_patterns"])
         self.code_patterns = [(name, float(w), re.compile(p), name in angle)
                               for name, w, p in lex["code_patterns"]]
@@ -381,8 +399,7 @@ class CodeQuestionFilter:
         language = None if python_angle else self._other_language(text, senses_fired)  # 5.
         # 6. Backing: a word that is also an everyday word ("array", "shell", "python") counts
         # only next to code, an error, a request for code, or a word that is only code.
-        terms = {t for g in VOCABULARY_GROUPS for t in matched.get(g, [])
-                 if t not in cancelled and t.rstrip("s") not in cancelled}
+        terms = {t for g in VOCABULARY_GROUPS for t in matched.get(g, []) if not _explained(t, cancelled)}
         lone = sorted(t for t in terms if t in self.homonyms or t.rstrip("s") in self.homonyms)
         backed = bool(code_item or error_item or any(k in ("code_intent", "code_request") for _, k, _ in group_items))
         english = _english(text)
@@ -444,6 +461,8 @@ class CodeQuestionFilter:
         """The terms (and pattern matches) of each vocabulary group found in text."""
         matched: dict[str, list[str]] = {}
         for g in self.groups:
+            if g.needs is not None and not g.needs.search(text):
+                continue
             found = []
             if g.regex is not None:
                 found = list(dict.fromkeys(_canonical(m.group(0), g.terms)
@@ -499,10 +518,10 @@ class CodeQuestionFilter:
         any of those groups gives the message a Python angle)."""
         items, python_angle = [], False
         for g in self.groups:
-            found = [t for t in matched.get(g.name, []) if t not in cancelled and t.rstrip("s") not in cancelled]
+            found = [t for t in matched.get(g.name, []) if not _explained(t, cancelled)]
             if not found:
                 continue
-            python_angle |= g.python_angle
+            python_angle |= g.python_angle or not g.angle_terms.isdisjoint(found)
             if g.weight == 0:
                 continue  # context only (language_talk): it steers word senses, adds no score
             total = min(g.weight + 1.0 * (len(found) - 1), GROUP_CAP.get(g.name, g.weight))
@@ -623,6 +642,7 @@ def _is_word(triggers: re.Pattern, term: str) -> bool:
     return bool(hit) and (hit.end() == len(term) or " " not in term)
 
 
+_CYRILLIC = re.compile(r"[\u0400-\u04FF]")
 _WORD_RE = re.compile(r"[^\W\d_](?:[^\W\d_]|'(?=[^\W\d_]))*")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
 

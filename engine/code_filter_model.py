@@ -19,8 +19,8 @@ retrieval (engine/retrieval.py) shares the same encoder: shared_encoder().
 The head is JSON, engine/assets/code_filter_head.json, beside its tuned layers
 (code_filter_layers.safetensors, float16, named in the head with their SHA-256), trained on the
 files in DEFAULT_TRAINING (the development set, the "tune" rows of the fresh set, the terse
-set, and blind sets 1-6, all spent: measured once each, then trained on; never a row marked
-"test", never the blind set that is being measured):
+set, blind sets 1-7, all spent: measured once each, then trained on, and the task set written
+to be trained on; never a row marked "test", never the blind set that is being measured):
 
     python -m engine.code_filter_model train            # write the head and its layers
     python -m engine.code_filter_model train --cv 5     # cross-validated accuracy, to choose --l2/--band/--tune-lr
@@ -215,8 +215,8 @@ def shared_encoder() -> SentenceEncoder:
 # What the head reads from the rules (engine/code_filter.py fills them): per-group weights of
 # the evidence found, the lone everyday words, and a few facts about the message.
 FEATURES = ("code", "traceback", "error", "python", "python_tool", "python_concept", "programming",
-            "data_words", "ambiguous", "code_intent", "code_request", "arithmetic", "school", "writing", "creative",
-            "sense", "lone", "lone_terms", "n_terms", "english", "no_evidence")
+            "data_words", "ambiguous", "code_intent", "code_request", "automation", "arithmetic", "school",
+            "writing", "creative", "sense", "lone", "lone_terms", "n_terms", "english", "no_evidence")
 # Topics a declined message is said to read like ("reads like a question about gardening"): the
 # nearest by cosine similarity to these descriptions, embedded when the head is trained.
 TOPICS = {
@@ -459,7 +459,8 @@ DEFAULT_TRAINING = ("tests/data/code_questions.jsonl", "tests/data/code_question
                     "tests/data/code_questions_terse.jsonl", "tests/data/code_questions_blind.jsonl",
                     "tests/data/code_questions_blind2.jsonl", "tests/data/code_questions_blind3.jsonl",
                     "tests/data/code_questions_blind4.jsonl", "tests/data/code_questions_blind5.jsonl",
-                    "tests/data/code_questions_blind6.jsonl")
+                    "tests/data/code_questions_blind6.jsonl", "tests/data/code_questions_blind7.jsonl",
+                    "tests/data/code_questions_tasks.jsonl")
 
 
 def training_rows(paths: Sequence[Path]) -> list[dict]:
