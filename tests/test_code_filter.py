@@ -6,8 +6,8 @@ and is only measured. tests/data/code_questions_fresh.jsonl (issue 13: everyday 
 programming homonyms, creative writing, eleven languages, conversations) is split by a fixed rule:
 the head trains on its "tune" rows, its "test" rows are only measured. The terse set and blind
 sets 1-7 (spent: each measured once, then trained on) and the task set (written to be trained
-on) are training data; blind set 9 is the measured blind set (see BLIND_FILE), blind set 8 the
-one measured before it (never trained on). Each prints a per-category report (run pytest with -s
+on) are training data; blind set 10 is the measured blind set (see BLIND_FILE); blind sets 8
+and 9, measured before it, are never trained on either. Each prints a per-category report (run pytest with -s
 to see it).
 """
 
@@ -151,15 +151,17 @@ def test_fresh_set_is_split_by_its_rule_and_never_trained_on():
 # tasks done by hand; round-9 head 89.6%, most errors programming tasks told in their domain's
 # words; round 10 trained on it). Measured, not trained on: the eighth (session 7,
 # code_questions_blind8.jsonl, 480; round-10 head 92.8%, measured once before two rule fixes it
-# showed) and the ninth (session 7, code_questions_blind9.jsonl, 400), the measured blind set:
-# measured once with the final round-10 head, 97.7% (docs/assistant.md, Round 10). The floors
-# guard against regressions; the target is 98%.
-BLIND_FILE = "code_questions_blind9.jsonl"
+# showed), the ninth (session 7, code_questions_blind9.jsonl, 400; final round-10 head 97.7%)
+# and the tenth (session 7, code_questions_blind10.jsonl, 400), the measured blind set: the
+# round-10 head 97.4% (docs/assistant.md, Round 11: a round-11 head measured it first, 96.9%,
+# and was not kept). The floors guard against regressions; the target is 98%.
+BLIND_FILE = "code_questions_blind10.jsonl"
 BLIND_MIN = 0.96
+BLIND9_MIN = 0.96
 BLIND8_MIN = 0.92
 
 
-def blind(name: str = BLIND_FILE, seen: int = 5) -> list[dict]:
+def blind(name: str = BLIND_FILE, seen: int = 8) -> list[dict]:
     """The rows of a measured blind set the head never trained on (prompts word for word in the
     training data, at most `seen` of them, are left out of the measure)."""
     assert not any(Path(p).name == name for p in code_filter_model.DEFAULT_TRAINING), \
@@ -175,7 +177,8 @@ def blind(name: str = BLIND_FILE, seen: int = 5) -> list[dict]:
     assert all(not r["is_coding"] for r in rows if r["category"] == "other_language")
     unseen = [r for r in rows if r["text"].lower().strip() not in trained]
     # A few prompts of each set are word for word in the training data (short, common phrasings
-    # that earlier writers used too: 5 of blind set 9's 400, 6 of blind set 8's 480).
+    # that earlier writers used too: 8 of blind set 10's 400, 5 of blind set 9's, 6 of blind set
+    # 8's 480).
     assert len(rows) - len(unseen) <= seen, "blind prompts were added to the training data"
     return unseen
 
@@ -184,6 +187,13 @@ def test_accuracy_on_the_blind_set(filt):
     acc, report, _ = evaluate(filt, blind())
     print("\nblind set (never trained on):\n" + report)
     assert acc >= BLIND_MIN, report
+
+
+def test_accuracy_on_blind_set_9(filt):
+    """Blind set 9, measured once with the final round-10 head (97.7%); never trained on."""
+    acc, report, _ = evaluate(filt, blind("code_questions_blind9.jsonl", seen=5))
+    print("\nblind set 9 (never trained on):\n" + report)
+    assert acc >= BLIND9_MIN, report
 
 
 def test_accuracy_on_blind_set_8(filt):
