@@ -270,6 +270,7 @@ def test_accuracy_on_the_fresh_tune_part(filt):
     ("how do I run a shell command and get its output", True),
     ("Should I buy a ruby or an emerald for our anniversary?", False),
     ("What's the best season to visit Java?", False),
+    ("Is a boa easier to handle than a python for a first snake?", False),
 ])
 def test_a_lone_everyday_word_is_not_enough(filt, text, want):
     d = filt.classify(text)
@@ -305,6 +306,8 @@ def test_automation_in_other_languages_needs_something_a_program_handles(filt, t
     ("Какой генератор купить для дачи?", False),
     ("娘のクラスの担任の先生にお礼を伝えたいです", False),
     ("Pythonでクラスを定義する方法を教えて", True),
+    ("o que é uma árvore binária e como insiro um elemento?", True),
+    ("デコレータとは何ですか", True),
 ])
 def test_programming_words_in_other_languages(filt, text, want):
     d = filt.classify(text)
