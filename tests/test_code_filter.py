@@ -6,7 +6,7 @@ and is only measured. tests/data/code_questions_fresh.jsonl (issue 13: everyday 
 programming homonyms, creative writing, eleven languages, conversations) is split by a fixed rule:
 the head trains on its "tune" rows, its "test" rows are only measured. The terse set and blind
 sets 1-7 (spent: each measured once, then trained on) and the task set (written to be trained
-on) are training data; blind set 11 is the measured blind set (see BLIND_FILE); blind sets 8-10,
+on) are training data; blind set 12 is the measured blind set (see BLIND_FILE); blind sets 8-11,
 measured before it, are never trained on either. Each prints a per-category report (run pytest with -s
 to see it).
 """
@@ -154,11 +154,13 @@ def test_fresh_set_is_split_by_its_rule_and_never_trained_on():
 # code_questions_blind8.jsonl, 480; round-10 head 92.8%, measured once before two rule fixes it
 # showed), the ninth (session 7, code_questions_blind9.jsonl, 400; final round-10 head 97.7%),
 # the tenth (session 7, code_questions_blind10.jsonl, 400; a round-11 head 96.9%, not kept; the
-# round-10 head 97.4%) and the eleventh (session 7, code_questions_blind11.jsonl, 400), the
-# measured blind set: measured once with the round-12 head (docs/assistant.md, Round 12). The
-# floors guard against regressions; the target is 98%.
-BLIND_FILE = "code_questions_blind11.jsonl"
+# round-10 head 97.4%), the eleventh (session 7, code_questions_blind11.jsonl, 400; round-12
+# head 95.7%) and the twelfth (session 7, code_questions_blind12.jsonl, 400), the measured blind
+# set: measured once with the round-13 head (docs/assistant.md, Round 13). The floors guard
+# against regressions; the target is 98%.
+BLIND_FILE = "code_questions_blind12.jsonl"
 BLIND_MIN = 0.95
+BLIND11_MIN = 0.95
 BLIND10_MIN = 0.96
 BLIND9_MIN = 0.96
 BLIND8_MIN = 0.92
@@ -180,8 +182,8 @@ def blind(name: str = BLIND_FILE, seen: int = 5) -> list[dict]:
     assert all(not r["is_coding"] for r in rows if r["category"] == "other_language")
     unseen = [r for r in rows if r["text"].lower().strip() not in trained]
     # A few prompts of each set are word for word in the training data (short, common phrasings
-    # that earlier writers used too: 5 of blind set 11's 400, 8 of blind set 10's, 5 of blind set
-    # 9's, 6 of blind set 8's 480).
+    # that earlier writers used too: 5 of blind set 12's 400, 5 of blind set 11's, 8 of blind set
+    # 10's, 5 of blind set 9's, 6 of blind set 8's 480).
     assert len(rows) - len(unseen) <= seen, "blind prompts were added to the training data"
     return unseen
 
@@ -190,6 +192,13 @@ def test_accuracy_on_the_blind_set(filt):
     acc, report, _ = evaluate(filt, blind())
     print("\nblind set (never trained on):\n" + report)
     assert acc >= BLIND_MIN, report
+
+
+def test_accuracy_on_blind_set_11(filt):
+    """Blind set 11, measured once with the round-12 head (95.7%); never trained on."""
+    acc, report, _ = evaluate(filt, blind("code_questions_blind11.jsonl", seen=5))
+    print("\nblind set 11 (never trained on):\n" + report)
+    assert acc >= BLIND11_MIN, report
 
 
 def test_accuracy_on_blind_set_10(filt):
@@ -231,15 +240,17 @@ def test_spent_blind_sets_are_trained_on():
 def test_the_task_set_is_training_data_and_holds_no_measured_prompt():
     """code_questions_tasks.jsonl (round 10) was written to be trained on: programming tasks
     told in their domain's words beside the same tasks done by hand, school theory beside school
-    programming, requests in other languages, follow-ups. None of it is word for word in a set
-    that is measured."""
+    programming, requests in other languages, follow-ups. None of it is word for word in a
+    held-out set."""
     assert "tests/data/code_questions_tasks.jsonl" in code_filter_model.DEFAULT_TRAINING
     rows = load("code_questions_tasks.jsonl")
     assert len(rows) >= 1000 and {r["split"] for r in rows} == {"tune"}
     assert {"coding_plain_words", "computer_use_by_hand", "academic_non_programming",
             "academic_programming", "multilingual_coding", "multilingual_everyday"} <= {r["category"] for r in rows}
-    measured = {r["text"].lower().strip() for r in load("code_questions_holdout.jsonl") + fresh("test") + load(BLIND_FILE)}
-    assert not measured & {r["text"].lower().strip() for r in rows}
+    # (A blind set written later may share a short, common prompt with it: blind() leaves such
+    # prompts out of its measure and bounds how many there are.)
+    held_out = {r["text"].lower().strip() for r in load("code_questions_holdout.jsonl") + fresh("test")}
+    assert not held_out & {r["text"].lower().strip() for r in rows}
 
 
 def test_the_head_is_trained_on_the_current_data():
