@@ -272,7 +272,8 @@ def test_accuracy_on_the_fresh_tune_part(filt):
     assert acc >= 0.97, report
 
 
-@pytest.mark.parametrize("text, want", [
+# A lone everyday word is not enough; backed by programming context it is.
+LONE_EVERYDAY_WORDS = [
     ("Is the public library open on Sunday mornings?", False),
     ("Which library should I use to parse dates in Python?", True),
     ("Why do some popcorn kernels burn before they pop?", False),
@@ -282,13 +283,9 @@ def test_accuracy_on_the_fresh_tune_part(filt):
     ("Should I buy a ruby or an emerald for our anniversary?", False),
     ("What's the best season to visit Java?", False),
     ("Is a boa easier to handle than a python for a first snake?", False),
-])
-def test_a_lone_everyday_word_is_not_enough(filt, text, want):
-    d = filt.classify(text)
-    assert d.is_coding is want, d
+]
 
-
-@pytest.mark.parametrize("text, want", [
+AUTOMATION_IN_OTHER_LANGUAGES = [
     # Round 10: in another language the rules decide alone (the encoder reads English only), so
     # "automatically" / "make me something that" is evidence of a program there...
     ("Ich möchte, dass die Rechnungen aus meinem Postfach automatisch in einen Ordner kopiert werden", True),
@@ -300,13 +297,9 @@ def test_a_lone_everyday_word_is_not_enough(filt, text, want):
     ("Mój odkurzacz automatycznie wraca do stacji ładującej, czy to normalne?", False),
     ("Warum geht das Licht im Flur automatisch aus?", False),
     ("¿Las cajas automáticas de los coches gastan más gasolina?", False),
-])
-def test_automation_in_other_languages_needs_something_a_program_handles(filt, text, want):
-    d = filt.classify(text)
-    assert d.is_coding is want, d
+]
 
-
-@pytest.mark.parametrize("text, want", [
+PROGRAMMING_WORDS_IN_OTHER_LANGUAGES = [
     # The rules carry other languages, so they know their words for algorithms...
     ("Comment fonctionne le tri rapide et quelle est sa complexité ?", True),
     ("クイックソートの計算量はどれくらいですか", True),
@@ -319,8 +312,12 @@ def test_automation_in_other_languages_needs_something_a_program_handles(filt, t
     ("Pythonでクラスを定義する方法を教えて", True),
     ("o que é uma árvore binária e como insiro um elemento?", True),
     ("デコレータとは何ですか", True),
-])
-def test_programming_words_in_other_languages(filt, text, want):
+]
+
+
+@pytest.mark.parametrize("text, want", LONE_EVERYDAY_WORDS + AUTOMATION_IN_OTHER_LANGUAGES
+                         + PROGRAMMING_WORDS_IN_OTHER_LANGUAGES)
+def test_single_messages(filt, text, want):
     d = filt.classify(text)
     assert d.is_coding is want, d
 
