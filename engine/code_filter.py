@@ -122,6 +122,11 @@ def _explained(term: str, cancelled: set[str]) -> bool:
             or any(term.startswith(word) for word in cancelled if _CYRILLIC.match(word)))
 
 
+def _holds(phrase: str, cancelled: set[str]) -> bool:
+    """Does a matched phrase contain a word a sense explained?"""
+    return any(_explained(w, cancelled) for w in _WORD_RE.findall(phrase.lower()))
+
+
 @functools.lru_cache(maxsize=4096)
 def _canonical(match: str, known: frozenset[str]) -> str:
     """Map a matched string back to its lexicon term (undo the plural, collapse spaces)."""
@@ -393,7 +398,7 @@ class CodeQuestionFilter:
         matched = self._vocabulary(text)  # 3. vocabulary groups
         sense_items, cancelled = self._sense_evidence(text, matched, hits, errors)  # 4. the traps
         items += sense_items
-        group_items, group_angle = self._group_evidence(matched, cancelled)
+        group_items, group_angle = self._group_evidence(matched, cancelled, not _english(text))
         python_angle = code_angle or error_angle or group_angle
         senses_fired = {i[1] for i in sense_items}
         language = None if python_angle else self._other_language(text, senses_fired)  # 5.
@@ -512,13 +517,18 @@ class CodeQuestionFilter:
                 seen_words.add(w)
         return items, cancelled
 
-    def _group_evidence(self, matched: dict[str, list[str]],
-                        cancelled: set[str]) -> tuple[list[tuple], bool]:
+    def _group_evidence(self, matched: dict[str, list[str]], cancelled: set[str],
+                        other_language: bool = False) -> tuple[list[tuple], bool]:
         """(an evidence item per vocabulary group with terms left after the senses, whether
         any of those groups gives the message a Python angle)."""
         items, python_angle = [], False
         for g in self.groups:
-            found = [t for t in matched.get(g.name, []) if not _explained(t, cancelled)]
+            # In another language, where the rules decide alone, a request ("comment faire une
+            # boucle") built on a word a sense explained (the loop of a ribbon) is no request for
+            # code either. (In English the sentence model reads such a message.)
+            loose = other_language and g.name in ("code_intent", "code_request")
+            found = [t for t in matched.get(g.name, [])
+                     if not (_holds(t, cancelled) if loose else _explained(t, cancelled))]
             if not found:
                 continue
             python_angle |= g.python_angle or not g.angle_terms.isdisjoint(found)
