@@ -544,7 +544,8 @@ DEFAULT_TRAINING = ("tests/data/code_questions.jsonl", "tests/data/code_question
                     "tests/data/code_questions_tasks.jsonl", "tests/data/code_questions_blind8.jsonl",
                     "tests/data/code_questions_blind9.jsonl", "tests/data/code_questions_blind10.jsonl",
                     "tests/data/code_questions_blind11.jsonl", "tests/data/code_questions_blind12.jsonl",
-                    "tests/data/code_questions_blind13.jsonl", "tests/data/code_questions_blind14.jsonl")
+                    "tests/data/code_questions_blind13.jsonl", "tests/data/code_questions_blind14.jsonl",
+                    "tests/data/code_questions_blind15.jsonl")
 
 
 def training_rows(paths: Sequence[Path]) -> list[dict]:

@@ -5,8 +5,8 @@ fitted on it); tests/data/code_questions_holdout.jsonl was written separately, i
 and is only measured. tests/data/code_questions_fresh.jsonl (issue 13: everyday questions with
 programming homonyms, creative writing, eleven languages, conversations) is split by a fixed rule:
 the head trains on its "tune" rows, its "test" rows are only measured. The terse set and blind
-sets 1-14 (spent: each measured once, then trained on) and the task set (written to be trained
-on) are training data; blind set 15 is the measured blind set (see BLIND_FILE). Each prints a per-category report (run pytest with -s
+sets 1-15 (spent: each measured once, then trained on) and the task set (written to be trained
+on) are training data; blind set 16 is the measured blind set (see BLIND_FILE). Each prints a per-category report (run pytest with -s
 to see it).
 """
 
@@ -154,15 +154,16 @@ def test_fresh_set_is_split_by_its_rule_and_never_trained_on():
 # 92.8% and 97.7%, round-11 head 96.9%, round-12 head 95.7%, round-13 head 97.2%; round 14
 # trained on them) and the thirteenth (session 8, code_questions_blind13.jsonl, 400; round-14
 # head 97.7%; round 15 trained on it) and the fourteenth (session 8,
-# code_questions_blind14.jsonl, 400; round-15 head 97.98%; round 16 trained on it). Measured, not
-# trained on: the fifteenth (session 8, code_questions_blind15.jsonl, 400), measured once with the
-# round-16 head (docs/assistant.md, Round 16). The floor guards against regressions; the target
-# is 98%.
-BLIND_FILE = "code_questions_blind15.jsonl"
+# code_questions_blind14.jsonl, 400; round-15 head 97.98%; round 16 trained on it) and the
+# fifteenth (session 8, code_questions_blind15.jsonl, 400; round-16 head 98.2%; round 17 trained
+# on it). Measured, not trained on: the sixteenth (session 8, code_questions_blind16.jsonl, 400),
+# measured once with the round-17 head (docs/assistant.md, Round 17). The floor guards against
+# regressions; the target is 98%.
+BLIND_FILE = "code_questions_blind16.jsonl"
 BLIND_MIN = 0.95
 
 
-def blind(name: str = BLIND_FILE, seen: int = 6) -> list[dict]:
+def blind(name: str = BLIND_FILE, seen: int = 11) -> list[dict]:
     """The rows of a measured blind set the head never trained on (prompts word for word in the
     training data, at most `seen` of them, are left out of the measure)."""
     assert not any(Path(p).name == name for p in code_filter_model.DEFAULT_TRAINING), \
@@ -179,7 +180,7 @@ def blind(name: str = BLIND_FILE, seen: int = 6) -> list[dict]:
     unseen = [r for r in rows if r["text"].lower().strip() not in trained]
     # A few prompts of each set are word for word in the training data (short, common phrasings
     # that earlier writers used too: 2 of blind set 13's 400, 5 of blind set 12's, 5 of blind set
-    # 11's, 8 of blind set 10's, 5 of blind set 9's, 6 of blind set 8's 480; 3 of blind set 14's; 6 of blind set 15's).
+    # 11's, 8 of blind set 10's, 5 of blind set 9's, 6 of blind set 8's 480; 3 of blind set 14's; 6 of blind set 15's; 11 of blind set 16's).
     assert len(rows) - len(unseen) <= seen, "blind prompts were added to the training data"
     return unseen
 
@@ -191,7 +192,7 @@ def test_accuracy_on_the_blind_set(filt):
 
 
 def test_spent_blind_sets_are_trained_on():
-    """Blind sets 1-14 were measured once each, then became training rows (split "tune"),
+    """Blind sets 1-15 were measured once each, then became training rows (split "tune"),
     except rows that are word for word in the old held-out set or the fresh set's held-out
     part (split "test": they stay held out; three of blind set 6's, one of blind set 11's)."""
     held_out = {r["text"] for r in load("code_questions_holdout.jsonl")} | {r["text"] for r in fresh("test")}
@@ -199,7 +200,7 @@ def test_spent_blind_sets_are_trained_on():
                  "code_questions_blind4.jsonl", "code_questions_blind5.jsonl", "code_questions_blind6.jsonl",
                  "code_questions_blind7.jsonl", "code_questions_blind8.jsonl", "code_questions_blind9.jsonl",
                  "code_questions_blind10.jsonl", "code_questions_blind11.jsonl", "code_questions_blind12.jsonl",
-                 "code_questions_blind13.jsonl", "code_questions_blind14.jsonl"):
+                 "code_questions_blind13.jsonl", "code_questions_blind14.jsonl", "code_questions_blind15.jsonl"):
         assert f"tests/data/{name}" in code_filter_model.DEFAULT_TRAINING
         rows = load(name)
         assert all(r["split"] == "tune" or r["text"] in held_out for r in rows), name
@@ -283,6 +284,7 @@ CREATIVE_FORMS = [
     ("make up a tongue twister about tuples", False),
     ("I have to give a best man speech and the groom is a backend developer", False),
     ("bare except bad?", True),
+    ("Write me a wedding vow that mentions recursion", False),
     # ...and a program that writes one is still a program.
     ("write a tongue twister generator in python", True),
 ]
@@ -310,6 +312,7 @@ PROGRAMMING_WORDS_IN_OTHER_LANGUAGES = [
     ("Напиши программу, которая сортирует файлы в папке", True),
     # ...and "a script that" asks for one.
     ("Je voudrais un script qui trie mes photos par date", True),
+    ("Kan du skriva ett program som räknar hur många dagar det är kvar till jul?", True),
 ]
 
 
