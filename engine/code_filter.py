@@ -518,7 +518,7 @@ class CodeQuestionFilter:
         return items, cancelled
 
     def _group_evidence(self, matched: dict[str, list[str]], cancelled: set[str],
-                        other_language: bool = False) -> tuple[list[tuple], bool]:
+                        not_english: bool = False) -> tuple[list[tuple], bool]:
         """(an evidence item per vocabulary group with terms left after the senses, whether
         any of those groups gives the message a Python angle)."""
         items, python_angle = [], False
@@ -526,7 +526,7 @@ class CodeQuestionFilter:
             # In another language, where the rules decide alone, a request ("comment faire une
             # boucle") built on a word a sense explained (the loop of a ribbon) is no request for
             # code either. (In English the sentence model reads such a message.)
-            loose = other_language and g.name in ("code_intent", "code_request")
+            loose = not_english and g.name in ("code_intent", "code_request")
             found = [t for t in matched.get(g.name, [])
                      if not (_holds(t, cancelled) if loose else _explained(t, cancelled))]
             if not found:

@@ -242,8 +242,9 @@ class TunedLayers:
 
 
 def int8_linears(w: dict) -> dict:
-    """The linear layers of the transformer layers in w ("encoder.layer.{i}.attention.self.query"
-    -> precision.Int8Linear on FBGEMM, 7-bit inputs: the same result on every x86 CPU)."""
+    """The linear layers of the transformer layers in w as precision.Int8Linear on FBGEMM with
+    7-bit inputs (the same result on every x86 CPU), by name without ".weight"; query, key and
+    value as one, "encoder.layer.{i}.attention.self.qkv"."""
     import torch
 
     from .precision import Int8Linear
@@ -259,11 +260,12 @@ def int8_linears(w: dict) -> dict:
     for key, weight in w.items():
         if key.startswith("encoder.layer.") and key.endswith(".weight") and weight.dim() == 2:
             name = key[: -len(".weight")]
-            out[name] = int8(weight, w[name + ".bias"])
-            if name.endswith(".attention.self.query"):  # and query, key and value as one
+            if name.endswith(".attention.self.query"):  # query, key and value as one product
                 p = name[: -len("query")]
                 out[p + "qkv"] = int8(torch.cat([w[p + n + ".weight"] for n in ("query", "key", "value")]),
                                       torch.cat([w[p + n + ".bias"] for n in ("query", "key", "value")]))
+            elif not name.endswith((".attention.self.key", ".attention.self.value")):
+                out[name] = int8(weight, w[name + ".bias"])
     return out
 
 

@@ -557,10 +557,18 @@ def test_the_int8_encoder_reads_each_text_alone():
     for i, text in enumerate(texts):
         assert torch.equal(batch[i], enc.encode_layers_batch([text])[0])
     # The fused query/key/value product is the three products (the input is quantized once).
+    from engine.precision import Int8Linear
+
     x = torch.randn(1, 7, 384)
     p = "encoder.layer.0.attention.self."
-    fused = enc.q[p + "qkv"](x)
-    torch.testing.assert_close(fused, torch.cat([enc.q[p + n](x) for n in ("query", "key", "value")], -1))
+    apart = []
+    for n in ("query", "key", "value"):
+        linear = torch.nn.Linear(384, 384)
+        with torch.no_grad():
+            linear.weight.copy_(enc.w[p + n + ".weight"])
+            linear.bias.copy_(enc.w[p + n + ".bias"])
+        apart.append(Int8Linear(linear, kernel="fbgemm", reduce_range=True)(x))
+    torch.testing.assert_close(enc.q[p + "qkv"](x), torch.cat(apart, -1))
 
 
 # --- Multi-turn: follow-ups and changes of subject -------------------------------------------
