@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from .code_filter_language import is_english
+
 LEXICON_FILE = Path(__file__).parent / "assets" / "code_filter_lexicon.json"
 MAX_CHARS = 20_000  # longer pastes are judged on their first and last 10k characters
 # Per-group caps: many weak words must not add up to a certainty (first hit + 1 per extra).
@@ -398,7 +400,8 @@ class CodeQuestionFilter:
         matched = self._vocabulary(text)  # 3. vocabulary groups
         sense_items, cancelled = self._sense_evidence(text, matched, hits, errors)  # 4. the traps
         items += sense_items
-        group_items, group_angle = self._group_evidence(matched, cancelled, not _english(text))
+        english = is_english(text)
+        group_items, group_angle = self._group_evidence(matched, cancelled, not english)
         python_angle = code_angle or error_angle or group_angle
         senses_fired = {i[1] for i in sense_items}
         language = None if python_angle else self._other_language(text, senses_fired)  # 5.
@@ -407,7 +410,6 @@ class CodeQuestionFilter:
         terms = {t for g in VOCABULARY_GROUPS for t in matched.get(g, []) if not _explained(t, cancelled)}
         lone = sorted(t for t in terms if t in self.homonyms or t.rstrip("s") in self.homonyms)
         backed = bool(code_item or error_item or any(k in ("code_intent", "code_request") for _, k, _ in group_items))
-        english = _english(text)
         # The sentence model reads English only, so in another language no word waits for it:
         # the head weighs the vocabulary as it is ("posortować listę słowników").
         if backed or len(terms) > len(lone) or not english:
@@ -613,37 +615,6 @@ def _quote(text: str) -> str:
 def _clip(text: str) -> str:
     """Longer pastes are judged on their first and last 10k characters."""
     return text if len(text) <= MAX_CHARS else text[:MAX_CHARS // 2] + "\n" + text[-MAX_CHARS // 2:]
-
-
-# Function words of the other languages the lexicon covers, never English words or code.
-_FOREIGN = set("""como cómo qué una los las por para con está pourquoi avec dans je une les des quoi
-c'est qu'est est-ce wie ich ist und mit eine einen mein meine warum nicht uma meu minha não porque
-posso perché sono della
-się czy mój moja moje dlaczego jaki jaka żeby
-een mijn waarom niet hoeveel
-nasıl için neden nedir değil bunu
-faccio questo questa nella quale
-bagaimana saya dengan tidak
-varför
-proč""".split())
-# Function words that are also English words or names ("a garden hoe", "ik" for inverse
-# kinematics): one of them alone is not enough; two of these, or one with a letter English
-# does not use ("jak zrobić", "hoe tel ik", "hur gör jag"), is.
-_FOREIGN_WEAK = set("jak hoe ik het ile mio gli nel hur inte jag".split())
-# Scripts the English sentence model cannot read: Cyrillic, Greek, Hebrew, Arabic, Devanagari,
-# Thai, Japanese, Chinese, Korean (Greek as a word: a lone "λ" or "Σ" is maths in English).
-_NON_LATIN = re.compile(r"[\u0400-\u04FF\u0590-\u05FF\u0600-\u06FF\u0900-\u097F\u0E00-\u0E7F"
-                        r"\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]|[\u0370-\u03FF]{3}")
-
-
-def _english(text: str) -> bool:
-    if _NON_LATIN.search(text):
-        return False
-    words = re.findall(r"[a-zà-ÿ\u0100-\u024f']+", text.lower())
-    if any(w in _FOREIGN for w in words):
-        return False
-    weak = len({w for w in words if w in _FOREIGN_WEAK})
-    return weak + bool(re.search(r"[à-ÿ\u0100-\u024f]", text.lower())) < 2
 
 
 def _is_word(triggers: re.Pattern, term: str) -> bool:

@@ -648,11 +648,11 @@ def test_an_english_word_that_is_also_a_foreign_function_word_does_not_make_a_me
     # "hoe" is Dutch for "how" and a garden tool; "ik" is Dutch "I" and inverse kinematics. One
     # such word must not take a message away from the sentence model (a review found the garden
     # hoe accepted as code); two of them, or one beside a letter English does not use, do.
-    from engine.code_filter import _english
-    assert _english("what is the best way to store a hoe in the garage, on a hook or in a list of racks")
-    assert _english("ik solver for a robot arm in python")
-    assert not _english("hoe tel ik hoe vaak elk woord voorkomt")
-    assert not _english("hur gör jag en loop")
-    assert not _english("jak zrobić pętlę")
+    from engine.code_filter_language import is_english
+    assert is_english("what is the best way to store a hoe in the garage, on a hook or in a list of racks")
+    assert is_english("ik solver for a robot arm in python")
+    assert not is_english("hoe tel ik hoe vaak elk woord voorkomt")
+    assert not is_english("hur gör jag en loop")
+    assert not is_english("jak zrobić pętlę")
     d = filt.classify("what is the best way to store a hoe in the garage, hanging from a hook or in a list of racks")
     assert not d.is_coding, d.reason
